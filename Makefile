@@ -1,0 +1,49 @@
+# Fresh machine: `make demo` shows the pipeline end to end; `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCE ?= synthetic_ct_abdomen
+
+export MEDTRINITY_SAMPLES_DIR ?= $(CURDIR)/data/samples
+export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
+
+.PHONY: install demo test bench airflow clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[airflow,test,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+.airflow/airflow.db: $(VENV)/.installed
+	mkdir -p .airflow
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > .airflow/migrate.log 2>&1 || (tail -20 .airflow/migrate.log; exit 1)
+
+# The sample source's DAG under `airflow dags test` (SQLite, project-local Airflow home), then a summary.
+demo: .airflow/airflow.db
+	$(BIN)/medtrinity samples
+	@echo "running DAG medtrinity__$(SOURCE) with airflow dags test (log: .airflow/demo-run.log) ..."
+	@$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity__$(SOURCE) -c '{"force": true}' > .airflow/demo-run.log 2>&1 \
+		|| (tail -40 .airflow/demo-run.log; echo "demo run failed: see .airflow/demo-run.log"; exit 1)
+	@$(BIN)/medtrinity show $(SOURCE)
+	@echo "output: $(MEDTRINITY_OUTPUT)/sources/$(SOURCE)  (load the shards with datasets.load_dataset('parquet', data_files=...))"
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/ingest.py
+
+# The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
+airflow: .airflow/airflow.db
+	$(BIN)/medtrinity samples
+	@echo "Airflow UI: http://localhost:8080  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+clean:
+	rm -rf data .airflow

@@ -1,0 +1,101 @@
+"""One DAG per catalogued source: plan -> process (mapped over shards) -> gate -> publish.
+
+This file only wires tasks. The work lives in ``medtrinity_tasks.pipeline``, imported inside the
+tasks, so parsing this file reads the YAML catalog and nothing heavier. Adding a YAML file to the
+catalog is all it takes for a source to get its DAG.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
+
+DEFAULT_ARGS = {
+    "owner": "medtrinity",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def source_asset(source_id: str) -> Asset:
+    return Asset(name=f"medtrinity__{source_id}", uri=f"medtrinity://sources/{source_id}")
+
+
+def build_source_dag(entry: SourceEntry):
+    @dag(
+        dag_id=f"medtrinity__{entry.id}",
+        description=entry.name,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["medtrinity", "source", entry.modality, entry.body_region],
+        params={
+            "output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT"),
+            "limit": Param(0, type="integer", minimum=0, description="Use only the first N inputs; 0: all"),
+            "shard_size": Param(0, type="integer", minimum=0, description="Inputs per shard; 0: MEDTRINITY_SHARD_SIZE"),
+            "force": Param(False, type="boolean", description="Redo shards that are already finished"),
+        },
+        doc_md=f"""
+### {entry.name}
+
+Builds (image, ROI, description) triplets for catalog source `{entry.id}`
+({entry.modality}, {entry.body_region}, licence {entry.licence}).
+
+*plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
+and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
+records pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
+the source's asset.
+""",
+    )
+    def source_pipeline():
+        @task
+        def plan() -> list[dict]:
+            from medtrinity_tasks.pipeline import plan_shards
+
+            context = get_current_context()
+            params = context["params"]
+            return plan_shards(
+                entry.id,
+                params["output_uri"] or None,
+                limit=params["limit"] or None,
+                shard_size=params["shard_size"] or None,
+                force=params["force"],
+                run_id=context["run_id"],
+            )
+
+        @task(map_index_template="{{ shard_id }}")
+        def process(shard: dict) -> dict:
+            from medtrinity_tasks.pipeline import process_shard
+
+            get_current_context()["shard_id"] = shard["shard_id"]
+            return process_shard(shard)
+
+        @task
+        def gate(summaries: list[dict], shards: list[dict]) -> dict:
+            from medtrinity_tasks.pipeline import gate_source
+
+            # summaries[:] fetches all mapped results in one request; iterating probes past the end
+            return gate_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None)
+
+        @task(outlets=[source_asset(entry.id)])
+        def publish(verdict: dict, summaries: list[dict], shards: list[dict]) -> dict:
+            from medtrinity_tasks.pipeline import publish_source
+
+            return publish_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None, verdict)
+
+        shards = plan()
+        summaries = process.expand(shard=shards)
+        publish(gate(summaries, shards), summaries, shards)
+
+    return source_pipeline()
+
+
+for _entry in load_catalog().values():
+    globals()[f"medtrinity__{_entry.id}"] = build_source_dag(_entry)

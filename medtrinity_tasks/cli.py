@@ -1,0 +1,112 @@
+"""The ``medtrinity`` command: sample data, the source catalog, and runs without Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.errors import MedtrinityError
+
+
+def _samples(args) -> None:
+    from medtrinity_tasks.sources.samples import write_samples
+
+    out = Path(args.out) if args.out else load_settings().samples_dir
+    root = write_samples(out, cases=args.cases, bad_inputs=args.with_bad_inputs)
+    print(f"wrote synthetic source to {root} (SYNTHETIC phantoms, not patient data)")
+
+
+def _sources_list(args) -> None:
+    from medtrinity_tasks.sources.catalog import load_catalog
+
+    settings = load_settings()
+    for entry in load_catalog().values():
+        path = entry.location_path(settings)
+        staged = "staged" if path.exists() else "not staged"
+        print(f"{entry.id:28} {entry.modality:4} {entry.body_region:10} {entry.licence:12} {staged:10} {path}")
+
+
+def _run(args) -> None:
+    from medtrinity_tasks.pipeline import run_source
+
+    result = run_source(
+        args.source_id, args.out, limit=args.limit, shard_size=args.shard_size, force=args.force,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    _print_result(args.source_id, result)
+
+
+def _print_result(source_id: str, result: dict) -> None:
+    c = result["counts"]
+    print(
+        f"{source_id}: {c['records']} records in shards, {c['quarantined']} quarantined, "
+        f"{c['rejected']} of {c['inputs']} inputs rejected\nmanifest: {result['manifest_uri']}"
+    )
+
+
+def _show(args) -> None:
+    from medtrinity_tasks.storage import open_store
+    from medtrinity_tasks.storage.shards import manifest_key
+
+    store = open_store(args.out or load_settings().output_uri)
+    key = manifest_key(args.source_id)
+    if not store.exists(key):
+        raise MedtrinityError(f"no manifest for {args.source_id} at {store.key_uri(key)}: run the source first")
+    manifest = store.read_json(key)
+    _print_result(args.source_id, {"counts": manifest["counts"], "manifest_uri": store.key_uri(key)})
+    for shard in manifest["shards"]:
+        print(f"shard: {shard['uri']} ({shard['records']} records)")
+    for reject in manifest["rejected"]:
+        print(f"rejected {reject['input']}: {reject['reason']}")
+    for q in manifest["quarantined"]:
+        print(f"quarantined {q['input']} slice {q['slice_index']}: {'; '.join(q['reasons'])}")
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medtrinity", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    samples = commands.add_parser("samples", help="write the synthetic sample source")
+    samples.add_argument("--out", help="directory (default: MEDTRINITY_SAMPLES_DIR or data/samples)")
+    samples.add_argument("--cases", type=int, default=8, help="number of phantom volumes (default 8)")
+    samples.add_argument("--with-bad-inputs", action="store_true", help="add four broken inputs, to see rejects")
+    samples.set_defaults(func=_samples)
+
+    sources = commands.add_parser("sources", help="the source catalog").add_subparsers(dest="action", required=True)
+    sources.add_parser("list", help="list catalog sources and whether they are staged").set_defaults(func=_sources_list)
+
+    run = commands.add_parser("run", help="run one source on Ray, without Airflow")
+    run.add_argument("source_id")
+    run.add_argument("--out", help="output URI: a path or s3://bucket/prefix (default: MEDTRINITY_OUTPUT or data/output)")
+    run.add_argument("--limit", type=int, help="use only the first N inputs")
+    run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
+    run.add_argument("--force", action="store_true", help="redo shards that are already finished")
+    run.set_defaults(func=_run)
+
+    show = commands.add_parser("show", help="summarise a source's published manifest")
+    show.add_argument("source_id")
+    show.add_argument("--out", help="output URI the source was written to")
+    show.add_argument("--json", action="store_true", help="also print the whole manifest")
+    show.set_defaults(func=_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MedtrinityError as exc:
+        print(f"medtrinity: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Settings from environment variables, with embedded defaults that run on a laptop or in CI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    samples_dir: Path
+    """MEDTRINITY_SAMPLES_DIR: where `medtrinity samples` writes and sample catalog entries point."""
+    output_uri: str
+    """MEDTRINITY_OUTPUT: a local directory or s3://bucket/prefix for shards and manifests."""
+    shard_size: int
+    """MEDTRINITY_SHARD_SIZE: input files (volumes) per shard."""
+    context_slices: int
+    """MEDTRINITY_CONTEXT_SLICES: slices without annotation kept per volume, for context."""
+    runner: str
+    """MEDTRINITY_RUNNER: `ray` (default) or `inprocess` (debugging, tests)."""
+    ray_address: str | None
+    """RAY_ADDRESS: a running Ray cluster; unset starts a local one."""
+    ray_num_cpus: int | None
+    """MEDTRINITY_RAY_NUM_CPUS: CPUs for a local Ray; unset uses all."""
+    s3_endpoint_url: str | None
+    """MEDTRINITY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL): an S3 API server other than AWS."""
+    min_pass_rate: float
+    """MEDTRINITY_MIN_PASS_RATE: the gate's default threshold when a source sets none."""
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    ray_cpus = env.get("MEDTRINITY_RAY_NUM_CPUS")
+    return Settings(
+        samples_dir=Path(env.get("MEDTRINITY_SAMPLES_DIR") or "data/samples").absolute(),
+        output_uri=env.get("MEDTRINITY_OUTPUT") or "data/output",
+        shard_size=_int(env, "MEDTRINITY_SHARD_SIZE", 4),
+        context_slices=_int(env, "MEDTRINITY_CONTEXT_SLICES", 2),
+        runner=env.get("MEDTRINITY_RUNNER") or "ray",
+        ray_address=env.get("RAY_ADDRESS") or None,
+        ray_num_cpus=int(ray_cpus) if ray_cpus else None,
+        s3_endpoint_url=env.get("MEDTRINITY_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+        min_pass_rate=float(env.get("MEDTRINITY_MIN_PASS_RATE") or 0.9),
+    )

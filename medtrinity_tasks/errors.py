@@ -1,0 +1,17 @@
+"""Errors a person can act on: each message names what is wrong and what to do."""
+
+
+class MedtrinityError(Exception):
+    """A failure the command line prints as one line, without a traceback."""
+
+
+class SourceNotFound(MedtrinityError):
+    pass
+
+
+class StoreUnavailable(MedtrinityError):
+    pass
+
+
+class InputRejected(Exception):
+    """Raised by a reader for one input file; the pipeline records it as a reject with this reason."""

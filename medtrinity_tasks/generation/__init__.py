@@ -1,0 +1,1 @@
+"""Generation of the multigranular description: prompt, engines, output parsing."""

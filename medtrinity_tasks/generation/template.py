@@ -1,0 +1,90 @@
+"""The ``template`` engine: a deterministic, grounded description composed from the record's facts.
+
+It states only what the record holds (modality, anatomy, ROI boxes, locations and textures, the
+annotated diseases), so it cannot hallucinate; it is the CPU default and the baseline an LLM
+engine's output is compared against.
+"""
+
+from __future__ import annotations
+
+from medtrinity_tasks.preprocess.captions import MODALITY_NAMES, join_words
+from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+from medtrinity_tasks.roi.location import WORDS
+from medtrinity_tasks.stages.base import Resources, Stage
+
+PROMPT_VERSION = "template-v1"
+SECTION_TITLES = {
+    "modality": "Modality",
+    "organ_tissue": "Organ and tissue",
+    "roi_location": "ROI location",
+    "roi_texture": "ROI texture",
+    "region_relationship": "Region relationship",
+}
+MAX_ROIS_NAMED = 3
+
+
+def _roi_size_mm(roi: dict, spacing_mm: list[float]) -> str:
+    x0, y0, x1, y1 = roi["bbox_xyxy"]
+    row_mm, col_mm = spacing_mm[0], spacing_mm[1]
+    return f"{(x1 - x0) * col_mm:.0f} x {(y1 - y0) * row_mm:.0f} mm"
+
+
+def describe(record: dict) -> dict[str, str]:
+    modality = MODALITY_NAMES.get(record["modality"], record["modality"])
+    col_dir = record["patient_orientation"][0]
+    view = f"the patient's {WORDS[col_dir]} is on the image right"
+    sections = {
+        "modality": f"{record['axis'].capitalize()} {modality} image; {view}.",
+    }
+    anatomy = record.get("anatomy") or []
+    spacing = record["spacing_mm"]
+    sections["organ_tissue"] = (
+        (f"The slice shows the {join_words(anatomy)}. " if anatomy else "No labelled organ is in view. ")
+        + f"Pixel spacing {spacing[0]:.1f} x {spacing[1]:.1f} mm; slice spacing {spacing[2]:.1f} mm."
+    )
+    rois = (record.get("rois") or [])[:MAX_ROIS_NAMED]
+    more = len(record.get("rois") or []) - len(rois)
+    if not rois:
+        sections["roi_location"] = "No region of interest is annotated on this slice; it shows anatomical context."
+        sections["roi_texture"] = "Not applicable: the slice holds no annotated region."
+        sections["region_relationship"] = "No lesion is annotated; the organs in view serve as anatomical context."
+    else:
+        sections["roi_location"] = " ".join(
+            f"A {roi['label']} of about {_roi_size_mm(roi, spacing)} lies in the {roi['location']}, "
+            f"covering {100 * roi['area_fraction']:.1f}% of the image."
+            for roi in rois
+        ) + (f" {more} further region(s) are annotated." if more > 0 else "")
+        sections["roi_texture"] = " ".join(f"The {roi['label']} is {roi['texture']}." for roi in rois)
+        neighbours = [a for a in anatomy if a != record["organ"]]
+        sections["region_relationship"] = (
+            f"The largest region lies within the {record['organ']}"
+            + (f", with the {join_words(neighbours)} also in view" if neighbours else "")
+            + f"; the appearance is consistent with the annotated {join_words(record['diseases'])}."
+        )
+    return {name: sections[name] for name in DESCRIPTION_SECTIONS}
+
+
+def description_text(sections: dict[str, str]) -> str:
+    return "\n".join(f"{SECTION_TITLES[name]}: {sections[name]}" for name in DESCRIPTION_SECTIONS)
+
+
+class TemplateDescription(Stage):
+    name = "generate_template"
+    version = PROMPT_VERSION
+    resources = Resources(cpus=0.5)
+    batch_size = 64
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        out = []
+        for row in rows:
+            sections = describe(row)
+            out.append(
+                dict(
+                    row,
+                    description=sections,
+                    description_text=description_text(sections),
+                    knowledge=row.get("knowledge") or [],
+                    generator={"engine": "template", "model": "none", "prompt_version": PROMPT_VERSION},
+                )
+            )
+        return out

@@ -1,0 +1,310 @@
+"""The whole pipeline for a source, in one file: its stages, and the four steps Airflow runs.
+
+    plan_shards  -> process_shard (one per shard, on Ray) -> gate_source -> publish_source
+
+Each step takes and returns small JSON-able dicts (URIs, counts, reasons), never images, so the
+same functions serve the Airflow tasks, the ``medtrinity run`` command and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from medtrinity_tasks import PIPELINE_VERSION
+from medtrinity_tasks.config import Settings, load_settings
+from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
+from medtrinity_tasks.generation.template import TemplateDescription
+from medtrinity_tasks.preprocess.captions import CoarseCaption
+from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+from medtrinity_tasks.roi.annotations import AnnotationRois
+from medtrinity_tasks.sources.catalog import SourceEntry, get_source
+from medtrinity_tasks.stages import Stage, run_inprocess
+from medtrinity_tasks.storage import Store, open_store
+from medtrinity_tasks.storage.shards import (
+    manifest_key,
+    quarantine_key,
+    shard_key,
+    source_prefix,
+    to_parquet,
+    work_key,
+)
+from medtrinity_tasks.validation.gate import validate_records
+
+log = logging.getLogger(__name__)
+TOP_REASONS = 5
+
+
+class GateFailed(MedtrinityError):
+    """Too few records passed the quality gate to publish the run."""
+
+
+def build_stages(source: SourceEntry, settings: Settings) -> list[Stage]:
+    return [
+        VolumeSlicer(source, settings),  # volumes -> 2D slices (or rejects)
+        AnnotationRois(source),  # label slices -> described ROIs
+        CoarseCaption(source),  # metadata -> coarse caption
+        TemplateDescription(),  # facts -> five-section description
+    ]
+
+
+def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
+    """The source's input files from its Decathlon ``dataset.json``; image files it does not list
+    are inputs too, rejected, so that every file in ``imagesTr`` is accounted for."""
+    root = source.location_path(settings)
+    if not root.is_dir():
+        hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
+        raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
+    listing = root / "dataset.json"
+    if not listing.is_file():
+        raise SourceNotFound(f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)")
+    try:
+        entries = json.loads(listing.read_text())["training"]
+    except (ValueError, KeyError) as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc})") from None
+    inputs = {}
+    for entry in entries:
+        image = str(Path(entry["image"]).as_posix()).removeprefix("./")
+        label = str(Path(entry["label"]).as_posix()).removeprefix("./") if entry.get("label") else None
+        inputs[image] = {"source_relpath": image, "label_relpath": label}
+    images_dir = root / "imagesTr"
+    for path in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
+        relpath = f"imagesTr/{path.name}"
+        if path.is_file() and relpath not in inputs:
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": "not listed in dataset.json"}
+    return [inputs[key] for key in sorted(inputs)]
+
+
+def plan_shards(
+    source_id: str,
+    output_uri: str | None = None,
+    *,
+    limit: int | None = None,
+    shard_size: int | None = None,
+    force: bool = False,
+    run_id: str | None = None,
+) -> list[dict]:
+    settings = load_settings()
+    source = get_source(source_id)
+    output_uri = output_uri or settings.output_uri
+    open_store(output_uri, settings)  # an unreachable store fails here, before any work
+    inputs = list_inputs(source, settings)[: limit or None]
+    size = shard_size or settings.shard_size
+    run_id = run_id or datetime.now(timezone.utc).strftime("manual__%Y%m%dT%H%M%S")
+    return [
+        {
+            "source_id": source_id,
+            "shard_id": f"shard-{start // size:05d}",
+            "inputs": inputs[start : start + size],
+            "output_uri": output_uri,
+            "run_id": run_id,
+            "force": force,
+        }
+        for start in range(0, len(inputs), size)
+    ]
+
+
+def _run_stages(stages: list[Stage], rows: list[dict], settings: Settings) -> list[dict]:
+    if settings.runner == "inprocess":
+        return run_inprocess(stages, rows)
+    if settings.runner != "ray":
+        raise MedtrinityError(f"MEDTRINITY_RUNNER must be 'ray' or 'inprocess', got {settings.runner!r}")
+    from medtrinity_tasks.stages.ray_runner import run_ray
+
+    return run_ray(stages, rows, settings)
+
+
+def _summary(work: dict, skipped: bool) -> dict:
+    return {
+        "shard_id": work["shard_id"],
+        "skipped": skipped,
+        **work["counts"],
+        "reject_reasons": dict(Counter(r["reason"] for r in work["rejected"])),
+        "quarantine_reasons": dict(Counter(reason for q in work["quarantined"] for reason in q["reasons"])),
+    }
+
+
+def process_shard(shard: dict) -> dict:
+    """Run the stages over one shard's inputs, gate the records, and write shard, quarantine and
+    accounting. A shard finished by this pipeline version is skipped unless ``force``."""
+    settings = load_settings()
+    source = get_source(shard["source_id"])
+    store = open_store(shard["output_uri"], settings)
+    wkey = work_key(source.id, shard["shard_id"])
+    relpaths = [item["source_relpath"] for item in shard["inputs"]]
+    if not shard.get("force") and store.exists(wkey):
+        prior = store.read_json(wkey)
+        if prior["inputs"] == relpaths and prior["pipeline_version"] == PIPELINE_VERSION:
+            log.info("%s %s already finished; skipping (force to redo)", source.id, shard["shard_id"])
+            return _summary(prior, skipped=True)
+
+    started = time.monotonic()
+    stages = build_stages(source, settings)
+    rows = _run_stages(stages, [dict(item, source_id=source.id) for item in shard["inputs"]], settings)
+
+    rejected = {}  # input relpath -> reason
+    stage_quarantined, candidates = [], []
+    for row in rows:
+        if row.get("reject_reason"):
+            rejected[row["source_relpath"]] = row["reject_reason"]
+        elif not row.get("id"):  # failed before it became a record: the input is rejected
+            rejected[row["source_relpath"]] = "; ".join(row["quarantine_reasons"])
+        else:
+            row = _with_provenance(row, source, shard["run_id"], stages)
+            (stage_quarantined if row.get("quarantine_reasons") else candidates).append(row)
+    passed, gate_quarantined = validate_records(candidates)
+    quarantined = stage_quarantined + gate_quarantined
+    used = sorted({row["source_relpath"] for row in passed + quarantined} - set(rejected))
+    missing = set(relpaths) - set(used) - set(rejected)
+    if missing:
+        raise MedtrinityError(f"accounting broken: inputs {sorted(missing)} yielded neither records nor a reject")
+
+    store.write_bytes(shard_key(source.id, shard["shard_id"]), to_parquet(passed))
+    qkey = quarantine_key(source.id, shard["shard_id"])
+    if quarantined:
+        store.write_bytes(qkey, to_parquet(quarantined, quarantine=True))
+    else:
+        store.delete(qkey)
+    work = {
+        "source_id": source.id,
+        "shard_id": shard["shard_id"],
+        "run_id": shard["run_id"],
+        "pipeline_version": PIPELINE_VERSION,
+        "inputs": relpaths,
+        "used": used,
+        "rejected": [{"input": path, "reason": reason} for path, reason in sorted(rejected.items())],
+        "quarantined": [
+            {"id": q["id"], "input": q["source_relpath"], "slice_index": q["slice_index"], "reasons": q["quarantine_reasons"]}
+            for q in quarantined
+        ],
+        "counts": {
+            "inputs": len(relpaths),
+            "used": len(used),
+            "rejected": len(rejected),
+            "produced": len(passed) + len(quarantined),
+            "records": len(passed),
+            "quarantined": len(quarantined),
+        },
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    store.write_json(wkey, work)  # written last: its presence marks the shard finished
+    return _summary(work, skipped=False)
+
+
+def _with_provenance(row: dict, source: SourceEntry, run_id: str, stages: list[Stage]) -> dict:
+    return dict(
+        row,
+        source_id=source.id,
+        knowledge=row.get("knowledge") or [],
+        provenance={
+            "source_name": source.name,
+            "licence": source.licence,
+            "pipeline_version": PIPELINE_VERSION,
+            "run_id": run_id,
+            "stages": [{"name": stage.name, "version": stage.version} for stage in stages],
+        },
+    )
+
+
+def _totals(summaries: list[dict]) -> dict:
+    keys = ("inputs", "used", "rejected", "produced", "records", "quarantined")
+    return {key: sum(s[key] for s in summaries) for key in keys}
+
+
+def _top(reasons: Counter) -> str:
+    return "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(TOP_REASONS)) or "none"
+
+
+def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = None) -> dict:
+    """Fail the run when the share of produced records that passed is below the source's threshold."""
+    settings = load_settings()
+    source = get_source(source_id)
+    threshold = source.min_pass_rate if source.min_pass_rate is not None else settings.min_pass_rate
+    totals = _totals(summaries)
+    pass_rate = totals["records"] / totals["produced"] if totals["produced"] else 0.0
+    quarantine_reasons = sum((Counter(s["quarantine_reasons"]) for s in summaries), Counter())
+    reject_reasons = sum((Counter(s["reject_reasons"]) for s in summaries), Counter())
+    verdict = {"pass_rate": round(pass_rate, 4), "threshold": threshold, **totals}
+    if pass_rate < threshold:
+        where = open_store(output_uri or settings.output_uri, settings).key_uri(f"{source_prefix(source_id)}/quarantine/")
+        raise GateFailed(
+            f"{source_id}: pass rate {pass_rate:.2f} is below the threshold {threshold:.2f} "
+            f"({totals['records']} of {totals['produced']} records passed, {totals['rejected']} of "
+            f"{totals['inputs']} inputs rejected). Top quarantine reasons: {_top(quarantine_reasons)}. "
+            f"Top reject reasons: {_top(reject_reasons)}. Quarantined records and reasons: {where}"
+        )
+    return verdict
+
+
+def publish_source(source_id: str, summaries: list[dict], output_uri: str | None = None, verdict: dict | None = None) -> dict:
+    """Write the run's manifest from the shards' accounting; remove shards this plan no longer has."""
+    settings = load_settings()
+    source = get_source(source_id)
+    store = open_store(output_uri or settings.output_uri, settings)
+    works = [store.read_json(work_key(source_id, s["shard_id"])) for s in summaries]
+    counts = _totals([w["counts"] for w in works])
+    if counts["inputs"] != counts["used"] + counts["rejected"] or counts["produced"] != counts["records"] + counts["quarantined"]:
+        raise MedtrinityError(f"{source_id}: manifest accounting does not balance: {counts}")
+    _remove_stale_shards(store, source_id, {w["shard_id"] for w in works})
+    manifest = {
+        "source_id": source_id,
+        "source_name": source.name,
+        "licence": source.licence,
+        "pipeline_version": PIPELINE_VERSION,
+        "run_ids": sorted({w["run_id"] for w in works}),
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "quality": verdict or {},
+        "shards": [
+            {
+                "shard_id": w["shard_id"],
+                "uri": store.key_uri(shard_key(source_id, w["shard_id"])),
+                "records": w["counts"]["records"],
+                "quarantine_uri": store.key_uri(quarantine_key(source_id, w["shard_id"])) if w["quarantined"] else None,
+                "quarantined": w["counts"]["quarantined"],
+            }
+            for w in works
+        ],
+        "rejected": [r for w in works for r in w["rejected"]],
+        "quarantined": [q for w in works for q in w["quarantined"]],
+    }
+    uri = store.write_json(manifest_key(source_id), manifest)
+    return {"manifest_uri": uri, "counts": counts}
+
+
+def _remove_stale_shards(store: Store, source_id: str, shard_ids: set[str]) -> None:
+    """Shards left by an earlier plan with other shard ids would duplicate records: remove them."""
+    for folder, suffix in (("shards", ".parquet"), ("quarantine", ".parquet"), ("work", ".json")):
+        for key in store.list(f"{source_prefix(source_id)}/{folder}/"):
+            if Path(key).name.removesuffix(suffix) not in shard_ids:
+                store.delete(key)
+
+
+def run_source(
+    source_id: str,
+    output_uri: str | None = None,
+    *,
+    limit: int | None = None,
+    shard_size: int | None = None,
+    force: bool = False,
+    progress=print,
+) -> dict:
+    """Plan, process, gate and publish one source without Airflow (the ``medtrinity run`` command)."""
+    shards = plan_shards(source_id, output_uri, limit=limit, shard_size=shard_size, force=force)
+    total_inputs = sum(len(s["inputs"]) for s in shards)
+    progress(f"{source_id}: {total_inputs} inputs in {len(shards)} shard(s)")
+    summaries = []
+    for number, shard in enumerate(shards, 1):
+        summary = process_shard(shard)
+        summaries.append(summary)
+        state = "skipped (finished earlier)" if summary["skipped"] else "done"
+        progress(
+            f"  [{number}/{len(shards)}] {shard['shard_id']} {state}: {summary['records']} records, "
+            f"{summary['quarantined']} quarantined, {summary['rejected']} inputs rejected"
+        )
+    verdict = gate_source(source_id, summaries, shards[0]["output_uri"] if shards else output_uri)
+    return publish_source(source_id, summaries, shards[0]["output_uri"] if shards else output_uri, verdict)

@@ -1,0 +1,1 @@
+"""Preprocessing: slicing volumes into 2D images, windowing, and coarse captions."""

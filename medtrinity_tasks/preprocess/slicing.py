@@ -1,0 +1,108 @@
+"""Volumes to 2D axial slices in radiological view: lesion slices plus a few context slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
+from medtrinity_tasks.records import record_id
+from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.readers import read_nifti
+from medtrinity_tasks.stages.base import Resources, Stage
+
+AXIAL_ORIENTATION = ["L", "P"]
+"""Radiological view: +column points to the patient's left, +row to posterior (viewer sees the
+patient from the feet, so image left is patient right)."""
+
+
+def axial_view(ras_slice: np.ndarray) -> np.ndarray:
+    """A RAS+ slice indexed [x, y] as an image indexed [row, column] in radiological view."""
+    return ras_slice[::-1, ::-1].T
+
+
+def choose_slices(labels: np.ndarray, lesion_values: list[int], image: np.ndarray, context: int) -> list[int]:
+    """Every axial slice holding a lesion, plus ``context`` evenly spaced slices without one.
+
+    Context slices come from slices with some contrast (near-constant slices carry nothing)."""
+    has_lesion = np.isin(labels, lesion_values).any(axis=(0, 1))
+    lesion_slices = np.flatnonzero(has_lesion).tolist()
+    spread = image.reshape(-1, image.shape[2]).std(axis=0)
+    candidates = np.flatnonzero(~has_lesion & (spread > 1.0)).tolist()
+    count = min(context, len(candidates))
+    # interior quantiles (1/(n+1), ..., n/(n+1)): the volume's first and last slices are rarely informative
+    context_slices = {candidates[int(len(candidates) * (i + 1) / (count + 1))] for i in range(count)}
+    return sorted(lesion_slices + list(context_slices))
+
+
+class VolumeSlicer(Stage):
+    """Reads an image volume and its label map; emits one row per chosen slice, or a reject."""
+
+    name = "slice_volumes"
+    version = "1"
+    resources = Resources(cpus=1)
+    batch_size = 1
+
+    def __init__(self, source: SourceEntry, settings: Settings):
+        self.source = source
+        self.root = source.location_path(settings)
+        self.context = (
+            source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
+        )
+        self.lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        out = []
+        for row in rows:
+            try:
+                out.extend(self.slice_volume(row))
+            except InputRejected as reject:
+                out.append(dict(row, reject_reason=str(reject)))
+        return out
+
+    def slice_volume(self, row: dict) -> list[dict]:
+        image = read_nifti(self.root / row["source_relpath"])
+        if not row.get("label_relpath"):
+            raise InputRejected("no label file is listed for this image")
+        labels = read_nifti(self.root / row["label_relpath"], dtype=np.int32)
+        if labels.data.shape != image.data.shape:
+            raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape}")
+        if not np.allclose(labels.affine, image.affine, atol=1e-3):
+            raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
+        if not labels.data.any():
+            raise InputRejected("label map is empty: no annotated structure to describe")
+        unknown = sorted(set(np.unique(labels.data).tolist()) - set(self.source.labels) - {0})
+        if unknown:
+            raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
+        sx, sy, sz = image.spacing_mm
+        window = self.source.window
+        slices = []
+        chosen = choose_slices(labels.data, self.lesion_values, image.data, self.context)
+        if not chosen:
+            raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
+        for z in chosen:
+            pixels = window_to_uint8(
+                axial_view(image.data[:, :, z]), window.center if window else None, window.width if window else None
+            )
+            label_slice = np.ascontiguousarray(axial_view(labels.data[:, :, z])).astype("<u2")
+            height, width = pixels.shape
+            stem = Path(row["source_relpath"]).name.split(".")[0]
+            slices.append(
+                dict(
+                    row,
+                    id=record_id(self.source.id, row["source_relpath"], "axial", z),
+                    modality=self.source.modality,
+                    image={"bytes": encode_png(pixels), "path": f"{self.source.id}/{stem}/axial_{z:04d}.png"},
+                    width=width,
+                    height=height,
+                    axis="axial",
+                    slice_index=z,
+                    spacing_mm=[sy, sx, sz],
+                    patient_orientation=AXIAL_ORIENTATION,
+                    label_slice=label_slice.tobytes(),
+                )
+            )
+        return slices

@@ -1,0 +1,128 @@
+"""The triplet record and its Arrow schema: the one contract between stages, shards and readers.
+
+A record is one 2D image with its regions of interest and its multigranular description. Inside
+the pipeline a row also carries a few working columns (``WORK_FIELDS``) that never reach a shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+DESCRIPTION_SECTIONS = ("modality", "organ_tissue", "roi_location", "roi_texture", "region_relationship")
+
+MASK_RLE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
+"""COCO RLE: ``size`` is [height, width], ``counts`` the compressed column-major run lengths."""
+
+ROI = pa.struct(
+    [
+        ("label", pa.string()),
+        ("bbox_xyxy", pa.list_(pa.float64())),  # pixels, x0 y0 x1 y1, x1/y1 exclusive
+        ("mask_rle", MASK_RLE),
+        ("area_fraction", pa.float64()),  # ROI pixels / image pixels
+        ("centroid_xy", pa.list_(pa.float64())),
+        ("location", pa.string()),  # words, in patient terms
+        ("texture", pa.string()),  # words: intensity against surroundings, homogeneity
+        ("origin", pa.string()),  # "annotation" or the expert model's name and version
+    ]
+)
+
+KNOWLEDGE = pa.struct(
+    [("id", pa.string()), ("title", pa.string()), ("score", pa.float64()), ("text", pa.string())]
+)
+
+DESCRIPTION = pa.struct([(name, pa.string()) for name in DESCRIPTION_SECTIONS])
+
+GENERATOR = pa.struct([("engine", pa.string()), ("model", pa.string()), ("prompt_version", pa.string())])
+
+QUALITY = pa.struct([("suite", pa.string()), ("passed", pa.bool_()), ("failures", pa.list_(pa.string()))])
+
+STAGE_VERSION = pa.struct([("name", pa.string()), ("version", pa.string())])
+
+PROVENANCE = pa.struct(
+    [
+        ("source_name", pa.string()),
+        ("licence", pa.string()),
+        ("pipeline_version", pa.string()),
+        ("run_id", pa.string()),
+        ("stages", pa.list_(STAGE_VERSION)),
+    ]
+)
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+"""The layout Hugging Face ``datasets`` reads as an Image feature."""
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source_id", pa.string()),
+        ("source_relpath", pa.string()),
+        ("modality", pa.string()),
+        ("organ", pa.string()),
+        ("diseases", pa.list_(pa.string())),
+        ("image", IMAGE),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("axis", pa.string()),
+        ("slice_index", pa.int32()),
+        ("spacing_mm", pa.list_(pa.float64())),  # row spacing, column spacing, slice spacing
+        ("patient_orientation", pa.list_(pa.string())),  # patient direction of +column, +row (DICOM 0020,0020)
+        ("anatomy", pa.list_(pa.string())),  # labelled structures in view, e.g. organs
+        ("rois", pa.list_(ROI)),
+        ("coarse_caption", pa.string()),
+        ("knowledge", pa.list_(KNOWLEDGE)),
+        ("description", DESCRIPTION),
+        ("description_text", pa.string()),
+        ("generator", GENERATOR),
+        ("quality", QUALITY),
+        ("provenance", PROVENANCE),
+    ]
+)
+
+WORK_FIELDS = [
+    pa.field("label_relpath", pa.string()),  # the input's annotation file
+    pa.field("label_slice", pa.binary()),  # the annotation slice: uint16 label values, row-major, height x width
+    pa.field("reject_reason", pa.string()),  # set: the row stands for a rejected input file
+    pa.field("quarantine_reasons", pa.list_(pa.string())),  # set: the record goes to quarantine
+]
+
+ROW_SCHEMA = pa.schema(list(RECORD_SCHEMA) + WORK_FIELDS)
+"""What flows between stages: a record plus its working columns."""
+
+QUARANTINE_SCHEMA = RECORD_SCHEMA.append(pa.field("quarantine_reasons", pa.list_(pa.string())))
+
+
+def record_id(source_id: str, relpath: str, axis: str, slice_index: int) -> str:
+    """A stable id: rerunning a source yields the same ids, so shards are rewritten, never duplicated."""
+    key = f"{source_id}\x1f{relpath}\x1f{axis}\x1f{slice_index}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema = ROW_SCHEMA) -> pa.Table:
+    """Rows to a table of exactly ``schema``: missing keys become nulls, extra keys are dropped."""
+    names = set(schema.names)
+    return pa.Table.from_pylist([{k: v for k, v in row.items() if k in names} for row in rows], schema=schema)
+
+
+def huggingface_features(schema: pa.Schema = RECORD_SCHEMA) -> dict:
+    """The ``datasets`` feature description of ``schema``, with ``image`` as an Image feature."""
+
+    def feature(arrow_type: pa.DataType) -> dict:
+        if pa.types.is_struct(arrow_type):
+            return {f.name: feature(f.type) for f in arrow_type}
+        if pa.types.is_list(arrow_type):
+            return {"feature": feature(arrow_type.value_type), "_type": "List"}
+        dtype = {pa.binary(): "binary", pa.bool_(): "bool"}.get(arrow_type, str(arrow_type))
+        return {"dtype": dtype, "_type": "Value"}
+
+    features = {f.name: feature(f.type) for f in schema}
+    features["image"] = {"_type": "Image"}
+    return features
+
+
+def shard_schema(schema: pa.Schema = RECORD_SCHEMA) -> pa.Schema:
+    """``schema`` with the metadata that makes ``datasets.load_dataset('parquet', ...)`` decode images."""
+    info = {"info": {"features": huggingface_features(schema)}}
+    return schema.with_metadata({b"huggingface": json.dumps(info).encode()})

@@ -1,0 +1,46 @@
+"""Where a region is, in the words a radiologist uses, derived from the image's patient orientation.
+
+``patient_orientation`` gives the patient direction of increasing column and increasing row
+(DICOM's Patient Orientation, e.g. ["L", "P"] for an axial slice in radiological view). Image
+left is therefore patient right only when the orientation says so; nothing here assumes it.
+"""
+
+from __future__ import annotations
+
+WORDS = {"L": "left", "R": "right", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+CENTRAL_BAND = (0.4, 0.6)
+"""A centroid between 40% and 60% of the image along an axis lies centrally on that axis."""
+
+
+def side_along(fraction: float, direction: str) -> str | None:
+    """The patient side of a position ``fraction`` (0..1) along an axis pointing to ``direction``."""
+    low, high = CENTRAL_BAND
+    if fraction < low:
+        return WORDS[OPPOSITE[direction]]
+    if fraction > high:
+        return WORDS[direction]
+    return None
+
+
+def describe_location(
+    centroid_xy: tuple[float, float],
+    width: int,
+    height: int,
+    patient_orientation: list[str],
+    region: str,
+    organ: str | None = None,
+) -> str:
+    """E.g. 'right anterior abdomen, within the liver'."""
+    col_dir, row_dir = patient_orientation
+    x, y = centroid_xy
+    parts = []
+    for fraction, direction in (((x + 0.5) / width, col_dir), ((y + 0.5) / height, row_dir)):
+        side = side_along(fraction, direction)
+        if side is None and direction in "LR":
+            side = "midline"
+        if side:
+            parts.append(side)
+    parts.sort(key=lambda word: word not in ("left", "right", "midline"))  # laterality first
+    place = f"{' '.join(parts)} {region}" if parts else f"central {region}"
+    return f"{place}, within the {organ}" if organ else place

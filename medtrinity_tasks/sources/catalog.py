@@ -1,0 +1,110 @@
+"""The source catalog: one YAML file per source under ``catalog/``, validated by a pydantic schema.
+
+Locations may use environment variables (``${MEDTRINITY_SAMPLES_DIR}/...``); unset variables fall
+back to the settings' defaults, so sample entries work with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medtrinity_tasks.config import Settings, load_settings
+from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["organ", "lesion"]
+    organ: str | None = None
+    """For lesions: the organ it belongs to."""
+    disease: str | None = None
+    """For lesions: the disease the annotation stands for."""
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    center: float
+    width: float = Field(gt=0)
+
+
+class Slicing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    axis: Literal["axial"] = "axial"
+    context_slices: int | None = Field(default=None, ge=0)
+    """Slices without annotation kept per volume; unset uses MEDTRINITY_CONTEXT_SLICES."""
+
+
+class SourceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str
+    homepage: str | None
+    licence: str
+    modality: str
+    body_region: str
+    format: Literal["nifti"]
+    layout: Literal["msd"]
+    location: str
+    labels: dict[int, Label]
+    window: Window | None = None
+    """Display window in the image's units (HU for CT); unset scales each slice to its 1st-99th percentile."""
+    slicing: Slicing = Slicing()
+    min_pass_rate: float | None = Field(default=None, ge=0, le=1)
+    synthetic: bool = False
+
+    @field_validator("labels")
+    @classmethod
+    def _lesions_name_their_organ(cls, labels: dict[int, Label]) -> dict[int, Label]:
+        for value, label in labels.items():
+            if value <= 0:
+                raise ValueError(f"label values must be positive (0 is background), got {value}")
+            if label.kind == "lesion" and not (label.organ and label.disease):
+                raise ValueError(f"lesion label {label.name!r} needs an organ and a disease")
+        return labels
+
+    def location_path(self, settings: Settings | None = None) -> Path:
+        """The staged copy of the source, with environment variables expanded."""
+        settings = settings or load_settings()
+        env = {"MEDTRINITY_SAMPLES_DIR": str(settings.samples_dir), **os.environ}
+        try:
+            return Path(string.Template(self.location).substitute(env))
+        except KeyError as missing:
+            raise MedtrinityError(
+                f"source {self.id}: location {self.location!r} uses {missing}, which is not set"
+            ) from None
+
+
+@lru_cache(maxsize=4)
+def _load(catalog_dir: Path) -> dict[str, SourceEntry]:
+    entries: dict[str, SourceEntry] = {}
+    for path in sorted(catalog_dir.glob("*.yaml")):
+        try:
+            entry = SourceEntry.model_validate(yaml.safe_load(path.read_text()))
+        except Exception as exc:
+            raise MedtrinityError(f"catalog entry {path.name} is invalid: {exc}") from exc
+        if entry.id != path.stem:
+            raise MedtrinityError(f"catalog entry {path.name} has id {entry.id!r}; name the file {entry.id}.yaml")
+        entries[entry.id] = entry
+    return entries
+
+
+def load_catalog(catalog_dir: Path = CATALOG_DIR) -> dict[str, SourceEntry]:
+    return dict(_load(catalog_dir))
+
+
+def get_source(source_id: str, catalog_dir: Path = CATALOG_DIR) -> SourceEntry:
+    catalog = load_catalog(catalog_dir)
+    if source_id not in catalog:
+        known = ", ".join(sorted(catalog)) or "none"
+        raise SourceNotFound(f"no source {source_id!r} in the catalog (known: {known})")
+    return catalog[source_id]

@@ -1,0 +1,35 @@
+"""NIfTI-1/2 volumes through nibabel, reoriented to RAS+ so slicing never guesses directions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.sources.readers.base import Volume
+
+
+def read_nifti(path: Path, *, dtype: type = np.float32) -> Volume:
+    """Read a NIfTI file; anything unreadable raises ``InputRejected`` with the reason."""
+    import nibabel as nib  # lazy: heavy import, and only this reader needs it
+
+    if not path.is_file():
+        raise InputRejected(f"file is missing: {path.name}")
+    try:
+        image = nib.load(str(path))
+        original = "".join(nib.aff2axcodes(image.affine))
+        canonical = nib.as_closest_canonical(image)
+        data = np.asarray(canonical.dataobj, dtype=dtype)
+    except Exception as exc:  # nibabel raises many types for broken files
+        kind = type(exc).__name__
+        detail = str(exc).replace(str(path), path.name)[:160]
+        raise InputRejected(f"not a readable NIfTI file ({kind}: {detail})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputRejected(f"expected a 3D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise InputRejected("volume holds NaN or infinite values")
+    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    return Volume(data=data, spacing_mm=zooms, affine=canonical.affine, original_orientation=original)

@@ -1,0 +1,154 @@
+"""A synthetic CT-like source in the Medical Segmentation Decathlon layout, for demos and tests.
+
+The phantoms are computer-generated (no patient data) and say so in ``dataset.json``. Lesions
+have known size and position in known organs, and each case is stored with a different,
+non-trivial affine (flipped axes, offsets, anisotropic voxels), so orientation handling is
+exercised end to end. ``ground_truth.json`` lists every lesion in patient terms.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_ID = "synthetic_ct_abdomen"
+SHAPE = (160, 160, 36)
+SPACING = (2.0, 2.0, 5.0)  # mm along the stored array axes
+ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # stored axis codes, cycled over cases
+
+LABELS = {0: "background", 1: "liver", 2: "liver tumour", 3: "spleen", 4: "kidney", 5: "renal cyst"}
+
+# Ellipsoids in RAS+ millimetres around the body centre: (label, centre, semi-axes, HU).
+ORGANS = [
+    (1, (55.0, 10.0, 10.0), (60.0, 50.0, 60.0), 60.0),  # liver: patient right, anterior
+    (3, (-75.0, -15.0, 20.0), (25.0, 35.0, 40.0), 50.0),  # spleen: patient left, posterior
+    (4, (55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 35.0),  # right kidney
+    (4, (-55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 35.0),  # left kidney
+]
+
+
+def _lesions(case: int) -> list[dict]:
+    """Each case has a liver tumour; every other case also a cyst in the left kidney."""
+    lesions = [
+        {
+            "label": 2,
+            "name": "liver tumour",
+            "organ": "liver",
+            "center_ras_mm": [50.0 + 4 * (case % 3), 20.0 - 3 * (case % 4), 15.0],
+            "radius_mm": 10.0 + 2.0 * (case % 4),
+            "hu": 10.0,
+            "side": "right",
+        }
+    ]
+    if case % 2 == 0:
+        lesions.append(
+            {
+                "label": 5,
+                "name": "renal cyst",
+                "organ": "kidney",
+                "center_ras_mm": [-55.0, -65.0, -25.0],
+                "radius_mm": 9.0,
+                "hu": 0.0,
+                "side": "left",
+            }
+        )
+    return lesions
+
+
+def _affine(orientation: str, case: int) -> np.ndarray:
+    """Voxel-to-RAS affine for an array stored with the given axis codes, centred near the origin."""
+    signs = [1.0 if code in "RAS" else -1.0 for code in orientation]
+    affine = np.diag([s * d for s, d in zip(signs, SPACING)] + [1.0])
+    centre_voxel = (np.array(SHAPE) - 1) / 2.0
+    offset = np.array([3.5 * case, -2.0 * case, 1.5 * case])  # a different origin for every case
+    affine[:3, 3] = offset - affine[:3, :3] @ centre_voxel
+    return affine
+
+
+def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    index = np.indices(SHAPE, dtype=np.float32).reshape(3, -1)
+    world = (affine[:3, :3] @ index + affine[:3, 3:4]).reshape((3, *SHAPE))
+    x, y, z = world
+    hu = np.full(SHAPE, -1000.0, dtype=np.float32)
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    body = (x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0
+    hu[body] = -100.0  # subcutaneous fat
+    hu[(x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0] = 40.0  # soft tissue
+    for label, centre, semi, value in ORGANS:
+        inside = sum(((w - c) / s) ** 2 for w, c, s in zip(world, centre, semi)) <= 1.0
+        hu[inside], labels[inside] = value, label
+    for lesion in lesions:
+        inside = sum((w - c) ** 2 for w, c in zip(world, lesion["center_ras_mm"])) <= lesion["radius_mm"] ** 2
+        hu[inside], labels[inside] = lesion["hu"], lesion["label"]
+    hu += rng.normal(0.0, 8.0, SHAPE).astype(np.float32)
+    return np.round(hu).astype(np.int16), labels
+
+
+def write_samples(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False) -> Path:
+    """Write the sample source under ``out/synthetic_ct_abdomen`` and return that directory.
+
+    ``bad_inputs`` adds four broken cases (truncated file, mismatched mask, empty mask, a text file
+    with a .nii.gz name) so that rejection and accounting can be seen and tested.
+    """
+    import nibabel as nib
+
+    root = Path(out) / SOURCE_ID
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    training, truth = [], {}
+    for case in range(cases):
+        name = f"phantom_{case:03d}.nii.gz"
+        orientation = ORIENTATIONS[case % len(ORIENTATIONS)]
+        affine = _affine(orientation, case)
+        lesions = _lesions(case)
+        hu, labels = _phantom(affine, lesions, rng)
+        nib.save(nib.Nifti1Image(hu, affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        truth[f"imagesTr/{name}"] = {"orientation": orientation, "lesions": lesions}
+    if bad_inputs:
+        training += _write_bad_inputs(root, rng)
+    dataset = {
+        "name": "SyntheticAbdomenCT",
+        "description": "SYNTHETIC computer-generated abdominal CT phantoms for pipeline demos and tests; not patient data.",
+        "reference": "medtrinity samples",
+        "licence": "CC0-1.0",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    (root / "ground_truth.json").write_text(json.dumps(truth, indent=2))
+    return root
+
+
+def _write_bad_inputs(root: Path, rng: np.random.Generator) -> list[dict]:
+    import nibabel as nib
+
+    affine = _affine("RAS", 0)
+    hu, labels = _phantom(affine, _lesions(0), rng)
+    entries = []
+
+    def save(name: str, image, label) -> None:
+        nib.save(image, root / "imagesTr" / name)
+        nib.save(label, root / "labelsTr" / name)
+        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+
+    save("bad_truncated.nii.gz", nib.Nifti1Image(hu, affine), nib.Nifti1Image(labels, affine))
+    data = (root / "imagesTr" / "bad_truncated.nii.gz").read_bytes()
+    (root / "imagesTr" / "bad_truncated.nii.gz").write_bytes(data[: len(data) // 3])
+    save("bad_mask_shape.nii.gz", nib.Nifti1Image(hu, affine), nib.Nifti1Image(labels[:, :-8, :], affine))
+    save("bad_empty_mask.nii.gz", nib.Nifti1Image(hu, affine), nib.Nifti1Image(np.zeros_like(labels), affine))
+    save("bad_not_nifti.nii.gz", nib.Nifti1Image(hu, affine), nib.Nifti1Image(labels, affine))
+    (root / "imagesTr" / "bad_not_nifti.nii.gz").write_text("this is a text file, not a NIfTI volume\n")
+    return entries

@@ -1,0 +1,55 @@
+"""One small stage abstraction, in the spirit of NeMo Curator's ProcessingStage.
+
+A stage transforms a batch of rows (dicts laid out as ``records.ROW_SCHEMA``). Runners call
+``stage(batch)``, which hands only live rows to ``process_batch``: rows standing for rejected
+inputs or quarantined records pass through untouched, and a batch that raises has its rows
+quarantined with the error, so one bad batch never loses data or stops a shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_bytes: int | None = None
+
+
+class Stage:
+    name: str = "stage"
+    version: str = "1"
+    resources: Resources = Resources()
+    batch_size: int = 16
+
+    def setup(self) -> None:
+        """Load models or open clients once per worker. Stages that override it run as Ray actors."""
+
+    @property
+    def needs_actor(self) -> bool:
+        return type(self).setup is not Stage.setup or self.resources.gpus > 0
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        live, parked = [], []
+        for row in rows:
+            (parked if row.get("reject_reason") or row.get("quarantine_reasons") else live).append(row)
+        if not live:
+            return parked
+        try:
+            out = self.process_batch(live)
+        except Exception as exc:  # one failing batch is quarantined, never lost
+            reason = f"{self.name} failed: {type(exc).__name__}: {exc}"
+            log.warning("quarantining %d rows: %s", len(live), reason)
+            out = [dict(row, quarantine_reasons=[reason]) for row in live]
+        return out + parked
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"

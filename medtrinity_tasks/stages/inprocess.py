@@ -1,0 +1,15 @@
+"""The in-process runner: the same stage list, no Ray. For tests, debugging and tiny inputs."""
+
+from __future__ import annotations
+
+from medtrinity_tasks.stages.base import Stage
+
+
+def run_inprocess(stages: list[Stage], rows: list[dict]) -> list[dict]:
+    for stage in stages:
+        stage.setup()
+        out: list[dict] = []
+        for start in range(0, len(rows), stage.batch_size):
+            out.extend(stage(rows[start : start + stage.batch_size]))
+        rows = out
+    return rows

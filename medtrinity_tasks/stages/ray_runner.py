@@ -1,0 +1,76 @@
+"""The Ray Data runner: each stage becomes one ``map_batches`` step of a streaming pipeline.
+
+Stages with ``setup`` or GPUs run in an actor pool (the model loads once per actor); the others run
+as stateless tasks. Rows travel as Arrow tables of ``records.ROW_SCHEMA``, so every block has the
+same schema whichever stage produced it. This is the only module of the library that imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import ray
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.records import ROW_SCHEMA, rows_to_table
+from medtrinity_tasks.stages.base import Stage
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Join ``RAY_ADDRESS`` when set, else start a local Ray once per process."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=settings.ray_address,
+        num_cpus=None if settings.ray_address else settings.ray_num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset plans drown the progress lines
+
+
+def _apply(batch: pa.Table, stage: Stage) -> pa.Table:
+    return rows_to_table(stage(batch.to_pylist()))
+
+
+class _StageActor:
+    """Holds one stage per actor so ``setup`` runs once per worker, not once per batch."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _apply(batch, self.stage)
+
+
+def run_ray(stages: list[Stage], rows: list[dict], settings: Settings, max_actors: int = 2) -> list[dict]:
+    """Run ``stages`` over ``rows`` on Ray and return the resulting rows (one block per input row)."""
+    ensure_ray(settings)
+    if not rows:
+        return []
+    ds = ray.data.from_arrow([rows_to_table([row]) for row in rows])
+    for stage in stages:
+        common = dict(
+            batch_size=stage.batch_size,
+            batch_format="pyarrow",
+            num_cpus=stage.resources.cpus,
+            num_gpus=stage.resources.gpus or None,
+            memory=stage.resources.memory_bytes,
+        )
+        if stage.needs_actor:
+            ds = ds.map_batches(
+                _StageActor,
+                fn_constructor_args=(stage,),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
+                **common,
+            )
+        else:
+            ds = ds.map_batches(_apply, fn_args=(stage,), **common)
+    tables = [table for table in ray.get(ds.to_arrow_refs()) if table.num_rows]
+    return pa.concat_tables(tables).cast(ROW_SCHEMA).to_pylist() if tables else []

@@ -1,0 +1,1 @@
+"""Quality validation: Great Expectations suites over each shard's records, and the gate."""

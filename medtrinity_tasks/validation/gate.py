@@ -1,0 +1,120 @@
+"""The record gate: a Great Expectations suite run over each shard's records before it is written.
+
+Records that fail a record-level expectation are quarantined with the reasons; nothing is
+dropped. A failing table-level expectation (a column missing) means the pipeline itself is
+broken, so it raises instead of quarantining everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+import pandas as pd
+
+from medtrinity_tasks.records import DESCRIPTION_SECTIONS, RECORD_SCHEMA
+
+SUITE_NAME = "medtrinity_records_v1"
+REQUIRED = ["id", "source_id", "source_relpath", "modality", "organ", "image_bytes", "coarse_caption",
+            "description_text", "width", "height", "slice_index"]  # fmt: skip
+
+
+class GateError(RuntimeError):
+    """The shard as a whole does not match the record contract."""
+
+
+def _rois_inside_image(row: dict) -> bool:
+    for roi in row.get("rois") or []:
+        x0, y0, x1, y1 = roi["bbox_xyxy"]
+        if not (0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]):
+            return False
+    return True
+
+
+def _rois_area_valid(row: dict) -> bool:
+    return all(0.0 < roi["area_fraction"] <= 1.0 for roi in row.get("rois") or [])
+
+
+def check_frame(rows: list[dict]) -> pd.DataFrame:
+    """The record columns plus the derived columns the suite checks, one row per record."""
+    frame = pd.DataFrame.from_records([{k: row.get(k) for k in RECORD_SCHEMA.names} for row in rows])
+    frame["image_bytes"] = [(row.get("image") or {}).get("bytes") for row in rows]
+    frame["rois_inside_image"] = [_rois_inside_image(row) for row in rows]
+    frame["rois_area_valid"] = [_rois_area_valid(row) for row in rows]
+    for name in DESCRIPTION_SECTIONS:
+        frame[f"section_{name}"] = [(row.get("description") or {}).get(name) for row in rows]
+    return frame.reset_index(drop=True)
+
+
+def _expectations():
+    """(expectation, quarantine reason) pairs; reason None marks a table-level check."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    checks = [(e.ExpectColumnToExist(column=name), None) for name in RECORD_SCHEMA.names]
+    checks += [(e.ExpectColumnValuesToNotBeNull(column=c), f"missing {c}") for c in REQUIRED]
+    checks += [
+        (e.ExpectColumnValuesToBeUnique(column="id"), "duplicate id"),
+        (e.ExpectColumnValuesToBeBetween(column="width", min_value=1, max_value=65535), "image width out of range"),
+        (e.ExpectColumnValuesToBeBetween(column="height", min_value=1, max_value=65535), "image height out of range"),
+        (e.ExpectColumnValuesToBeBetween(column="slice_index", min_value=0), "negative slice index"),
+        (e.ExpectColumnValuesToBeInSet(column="rois_inside_image", value_set=[True]), "ROI box outside the image"),
+        (e.ExpectColumnValuesToBeInSet(column="rois_area_valid", value_set=[True]), "ROI area fraction not in (0, 1]"),
+    ]
+    for name in DESCRIPTION_SECTIONS:
+        column = f"section_{name}"
+        checks.append((e.ExpectColumnValuesToNotBeNull(column=column), f"description section {name} missing"))
+        checks.append((e.ExpectColumnValueLengthsToBeBetween(column=column, min_value=1), f"description section {name} empty"))
+    return checks
+
+
+@lru_cache(maxsize=1)
+def _suite():
+    """One ephemeral context, datasource and suite per process: building them costs seconds."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_definition = (
+        context.data_sources.add_pandas("records").add_dataframe_asset("shard").add_batch_definition_whole_dataframe("all")
+    )
+    checks = _expectations()
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
+    reasons = {}
+    for expectation, reason in checks:
+        expectation = suite.add_expectation(expectation)
+        reasons[expectation.id] = reason
+    return batch_definition, suite, reasons
+
+
+def validate_records(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split ``rows`` into (passed, quarantined); each gets ``quality``, the quarantined ``quarantine_reasons``."""
+    if not rows:
+        return [], []
+    batch_definition, suite, reasons = _suite()
+    frame = check_frame(rows)
+    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+        suite, result_format={"result_format": "COMPLETE"}
+    )
+    failures: dict[int, list[str]] = {}
+    for check in result.results:
+        if check.success:
+            continue
+        reason = reasons[check.expectation_config.id]
+        if reason is None:
+            raise GateError(f"shard does not match the record schema: {check.expectation_config.kwargs}")
+        for index in check.result.get("unexpected_index_list") or []:
+            failures.setdefault(int(index), []).append(reason)
+    passed, quarantined = [], []
+    for index, row in enumerate(rows):
+        reasons_here = failures.get(index, [])
+        quality = {"suite": SUITE_NAME, "passed": not reasons_here, "failures": reasons_here}
+        if reasons_here:
+            quarantined.append(dict(row, quality=quality, quarantine_reasons=reasons_here))
+        else:
+            passed.append(dict(row, quality=quality))
+    return passed, quarantined

@@ -1,0 +1,56 @@
+"""Shared fixtures: a sample source on disk, settings pointing at it, and a migrated Airflow home."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medtrinity_tasks.sources.samples import write_samples
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SOURCE_ID = "synthetic_ct_abdomen"
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory) -> Path:
+    """Four good phantoms and the four broken inputs, written once per test session."""
+    root = tmp_path_factory.mktemp("samples")
+    write_samples(root, cases=4, bad_inputs=True)
+    return root
+
+
+@pytest.fixture
+def settings_env(samples_dir, tmp_path, monkeypatch) -> dict:
+    """Environment for a run: samples from the session's source, output in a fresh directory."""
+    env = {
+        "MEDTRINITY_SAMPLES_DIR": str(samples_dir),
+        "MEDTRINITY_OUTPUT": str(tmp_path / "out"),
+        "MEDTRINITY_RAY_NUM_CPUS": "2",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    """A project-shaped Airflow home on SQLite, migrated once per session."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=airflow_env(home), check=True, capture_output=True)
+    return home
+
+
+def airflow_env(home: Path, **extra: str) -> dict:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **extra,
+    }
