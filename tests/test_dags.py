@@ -1,0 +1,58 @@
+"""DAG integrity over a DagBag, and the DAG file's promise to stay light at parse time."""
+
+import subprocess
+import sys
+
+import pytest
+
+from medtrinity_tasks.sources.catalog import load_catalog
+from tests.conftest import REPO, airflow_env
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home):
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in airflow_env(airflow_home).items():
+            if key.startswith("AIRFLOW"):
+                patch.setenv(key, value)
+        from airflow.dag_processing.dagbag import DagBag
+
+        yield DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_per_catalog_source(dagbag):
+    assert set(dagbag.dag_ids) == {f"medtrinity__{source_id}" for source_id in load_catalog()}
+
+
+@pytest.mark.parametrize("source_id", sorted(load_catalog()))
+def test_source_dag_shape(dagbag, source_id):
+    entry = load_catalog()[source_id]
+    dag = dagbag.get_dag(f"medtrinity__{source_id}")
+    assert {"medtrinity", "source", entry.modality, entry.body_region} <= set(dag.tags)
+    assert set(dag.task_ids) == {"plan", "process", "gate", "publish"}
+    assert dag.get_task("plan").downstream_task_ids == {"process", "gate", "publish"}
+    assert dag.get_task("gate").downstream_task_ids == {"publish"}
+    for task in dag.tasks:
+        assert task.retries == 2 and task.retry_exponential_backoff
+    assert dag.get_task("process").map_index_template == "{{ shard_id }}"
+    assert [o.uri for o in dag.get_task("publish").outlets] == [f"medtrinity://sources/{source_id}"]
+    assert set(dag.params) == {"output_uri", "limit", "shard_size", "force"}
+    assert dag.doc_md and entry.licence in dag.doc_md
+
+
+def test_dag_file_imports_nothing_heavy():
+    probe = (
+        "import sys, runpy; runpy.run_path(sys.argv[1]);"
+        "heavy = [m for m in ('ray', 'great_expectations', 'nibabel', 'pyarrow', 'boto3') if m in sys.modules];"
+        "print(heavy)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "dags" / "medtrinity_sources.py")], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,102 @@
+"""Location words must follow the patient, not the pixel grid: the same lesion stored under different
+affines (RAS, LPS, flipped axes) is described on the same patient side."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.preprocess.slicing import AXIAL_ORIENTATION, VolumeSlicer, axial_view
+from medtrinity_tasks.roi.annotations import AnnotationRois
+from medtrinity_tasks.roi.location import describe_location
+from medtrinity_tasks.sources.catalog import get_source
+from medtrinity_tasks.sources.readers import read_nifti
+from medtrinity_tasks.stages import run_inprocess
+
+
+@pytest.mark.parametrize(
+    "orientation, centroid, expected",
+    [
+        (["L", "P"], (10, 10), "right anterior abdomen"),  # radiological view: image left = patient right
+        (["L", "P"], (90, 90), "left posterior abdomen"),
+        (["R", "P"], (10, 10), "left anterior abdomen"),  # neurological view flips the sides
+        (["L", "A"], (10, 10), "right posterior abdomen"),  # rows running anterior flip front and back
+        (["L", "P"], (50, 10), "midline anterior abdomen"),
+        (["L", "I"], (90, 90), "left inferior abdomen"),  # a coronal slice
+    ],
+)
+def test_describe_location_follows_patient_orientation(orientation, centroid, expected):
+    assert describe_location(centroid, 100, 100, orientation, "abdomen") == expected
+
+
+def test_describe_location_names_the_organ():
+    assert describe_location((50, 50), 100, 100, ["L", "P"], "abdomen", "liver") == "midline abdomen, within the liver"
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "LAS", "RPI", "PRS"])
+def test_reader_reorients_any_affine_to_ras(tmp_path, codes):
+    """A voxel on the patient's right (x > 0 in RAS+) ends at a low x index after reading."""
+    ras = np.zeros((6, 8, 4), dtype=np.int16)
+    ras[4, 2, 1] = 7  # right of centre, posterior, low
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(codes))
+    stored = nib.orientations.apply_orientation(ras, ornt)
+    affine = nib.orientations.inv_ornt_aff(ornt, ras.shape)  # voxel index in `stored` -> index in `ras`
+    affine = np.diag([1.5, 2.0, 3.0, 1.0]) @ affine  # anisotropic voxels
+    affine[:3, 3] += (-4.0, 7.0, 11.0)
+    path = tmp_path / f"{codes}.nii.gz"
+    nib.save(nib.Nifti1Image(stored, affine), path)
+    volume = read_nifti(path)
+    assert volume.original_orientation == codes
+    assert volume.data.shape == ras.shape
+    assert volume.spacing_mm == (1.5, 2.0, 3.0)
+    assert np.argwhere(volume.data == 7).tolist() == [[4, 2, 1]]
+
+
+def test_axial_view_is_radiological():
+    ras_slice = np.zeros((10, 6))  # [x to patient right, y to anterior]
+    ras_slice[9, 5] = 1  # far right, far anterior
+    view = axial_view(ras_slice)
+    assert view.shape == (6, 10)  # rows are y, columns are x
+    assert np.argwhere(view == 1).tolist() == [[0, 0]]  # top (anterior) left (patient right)
+    assert AXIAL_ORIENTATION == ["L", "P"]
+
+
+def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_env):
+    """Each phantom is stored with a different affine; every lesion must land on its known side and organ."""
+    source = get_source("synthetic_ct_abdomen")
+    root = samples_dir / "synthetic_ct_abdomen"
+    truth = json.loads((root / "ground_truth.json").read_text())
+    rows = [
+        {"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}
+        for rel in truth
+    ]
+    out = run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+    assert {t["orientation"] for t in truth.values()} == {"LPS", "RAS", "LAS", "RPI"}
+    seen = set()
+    for row in out:
+        for roi in row["rois"]:
+            lesion = next(l for l in truth[row["source_relpath"]]["lesions"] if l["name"] == roi["label"])
+            assert roi["location"].startswith(lesion["side"]), (row["source_relpath"], roi)
+            assert roi["location"].endswith(f"within the {lesion['organ']}")
+            assert roi["origin"] == "annotation"
+            seen.add((row["source_relpath"], roi["label"]))
+    assert seen == {(rel, l["name"]) for rel, t in truth.items() for l in t["lesions"]}
+
+
+def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):
+    """The largest cross-section of a spherical lesion spans its diameter, within a voxel or two."""
+    source = get_source("synthetic_ct_abdomen")
+    truth = json.loads((samples_dir / "synthetic_ct_abdomen" / "ground_truth.json").read_text())
+    rel = "imagesTr/phantom_001.nii.gz"
+    rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}]
+    out = run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+    widths_mm = [
+        (roi["bbox_xyxy"][2] - roi["bbox_xyxy"][0]) * row["spacing_mm"][1]
+        for row in out
+        for roi in row["rois"]
+        if roi["label"] == "liver tumour"
+    ]
+    diameter = 2 * truth[rel]["lesions"][0]["radius_mm"]
+    assert abs(max(widths_mm) - diameter) <= 2 * 2.0  # two pixels of 2 mm

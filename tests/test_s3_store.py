@@ -1,0 +1,455 @@
+"""The S3 store against a real moto server on loopback (no mocks), side by side with the local store.
+
+A module-scoped ``moto_server`` subprocess stands in for S3. The same contract assertions run on
+``LocalStore`` and ``S3Store``; ``open_store`` is checked for how it picks a store; failures
+(missing bucket, unreachable endpoint) must be one clear ``StoreUnavailable`` and come back fast;
+and ``medtrinity run ... --out s3://...`` is run end to end through the command line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from medtrinity_tasks.config import load_settings  # noqa: E402
+from medtrinity_tasks.errors import StoreUnavailable  # noqa: E402
+from medtrinity_tasks.storage import LocalStore, S3Store, Store, open_store  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SOURCE_ID = "synthetic_ct_abdomen"
+STARTUP_TIMEOUT_S = 30
+UNREACHABLE_BUDGET_S = 20
+
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+# Variables that would make boto3 talk to somewhere other than the endpoint we give it.
+AWS_LEAKS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MEDTRINITY_S3_ENDPOINT_URL")
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _isolated_aws_env(base: dict, tmp: Path) -> dict:
+    env = {k: v for k, v in base.items() if k not in AWS_LEAKS}
+    env.update(DUMMY_AWS)
+    env["AWS_CONFIG_FILE"] = str(tmp / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp / "no-aws-credentials")
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    no_proxy = ",".join(filter(None, [base.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    return env
+
+
+@pytest.fixture(scope="module")
+def aws_env(tmp_path_factory) -> dict:
+    """Dummy AWS credentials and region for this module, in os.environ and as a dict for subprocesses."""
+    tmp = tmp_path_factory.mktemp("aws")
+    env = _isolated_aws_env(dict(os.environ), tmp)
+    with pytest.MonkeyPatch.context() as mp:
+        for key in AWS_LEAKS:
+            mp.delenv(key, raising=False)
+        for key in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED", "NO_PROXY", "no_proxy", *DUMMY_AWS):
+            mp.setenv(key, env[key])
+        yield env
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(aws_env, tmp_path_factory) -> str:
+    """A real ``moto_server`` on a free loopback port; yields its endpoint URL, stops it afterwards."""
+    binary = BIN / "moto_server"
+    if not binary.exists():
+        pytest.skip(f"{binary} not installed (pip install 'moto[server]')")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=aws_env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answered
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {endpoint} within {STARTUP_TIMEOUT_S}s: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3(moto_endpoint):
+    return boto3.client("s3", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3) -> str:
+    name = "medtrinity-test"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _new_bucket(s3) -> str:
+    name = f"mt-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _s3_key(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    assert parsed.scheme == "s3", uri
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+# --------------------------------------------------------------------------------------------------
+# The store contract, on both stores
+
+
+@dataclass
+class Case:
+    store: Store
+    kind: str
+    put_outside: Callable[[str, bytes], None]
+    """Write an object next to, but outside, the store's prefix (a sibling with the same name start)."""
+    expected_uri: Callable[[str], str]
+
+
+@pytest.fixture(params=["local", "s3"])
+def case(request, tmp_path) -> Case:
+    if request.param == "local":
+        root = tmp_path / "store" / "pre"
+        store = LocalStore(root)
+
+        def put_outside(name: str, data: bytes) -> None:
+            path = tmp_path / "store" / "pre-sibling" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+        return Case(store, "local", put_outside, lambda key: str(root.absolute() / key))
+
+    s3 = request.getfixturevalue("s3")
+    bucket = request.getfixturevalue("bucket")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    prefix = f"contract/{uuid.uuid4().hex[:8]}/pre"
+    store = S3Store(bucket, prefix, endpoint_url=endpoint)
+
+    def put_outside(name: str, data: bytes) -> None:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}-sibling/{name}", Body=data)
+
+    return Case(store, "s3", put_outside, lambda key: f"s3://{bucket}/{prefix}/{key}")
+
+
+def test_write_read_roundtrip(case):
+    data = bytes(range(256)) * 17
+    uri = case.store.write_bytes("a/b/blob.bin", data)
+    assert uri == case.store.key_uri("a/b/blob.bin") == case.expected_uri("a/b/blob.bin")
+    assert case.store.read_bytes("a/b/blob.bin") == data
+    case.store.write_bytes("a/b/blob.bin", b"second")  # overwrite replaces
+    assert case.store.read_bytes("a/b/blob.bin") == b"second"
+    case.store.write_bytes("empty", b"")
+    assert case.store.read_bytes("empty") == b""
+
+
+def test_exists(case):
+    case.store.write_bytes("sources/x/manifest.json", b"{}")
+    assert case.store.exists("sources/x/manifest.json") is True
+    assert case.store.exists("sources/x/missing.json") is False
+    assert case.store.exists("sources/x") is False  # a "folder" is not a key
+    assert case.store.exists("sources/x/manifest.js") is False  # nor is a key's prefix
+    case.put_outside("only-outside", b"x")
+    assert case.store.exists("only-outside") is False
+
+
+def test_list_sorted_and_relative_to_store_prefix(case):
+    for key in ("b/2.txt", "a/sub/3.txt", "c.txt", "a/1.txt", "a/0.txt"):
+        case.store.write_bytes(key, key.encode())
+    case.put_outside("a/outside.txt", b"not in the store")
+
+    assert case.store.list("") == ["a/0.txt", "a/1.txt", "a/sub/3.txt", "b/2.txt", "c.txt"]
+    assert case.store.list("a/") == ["a/0.txt", "a/1.txt", "a/sub/3.txt"]
+    assert case.store.list("a/sub/") == ["a/sub/3.txt"]
+    assert case.store.list("missing/") == []
+    for key in case.store.list(""):  # what list returns reads back through the same store
+        assert case.store.read_bytes(key) == key.encode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py: S3Store.list treats its prefix as a string prefix, LocalStore.list as a folder: "
+    "list('a') also returns 'ab/…' keys on S3 but not locally (the pipeline only passes prefixes ending "
+    "in '/', so runs are not affected)",
+)
+def test_list_prefix_without_slash_is_a_folder_on_both_stores(case):
+    for key in ("a/1.txt", "ab/2.txt"):
+        case.store.write_bytes(key, b"x")
+    assert case.store.list("a") == ["a/1.txt"]
+
+
+def test_delete(case):
+    case.store.write_bytes("d/keep.txt", b"keep")
+    case.store.write_bytes("d/drop.txt", b"drop")
+    case.store.delete("d/drop.txt")
+    assert case.store.exists("d/drop.txt") is False
+    assert case.store.list("d/") == ["d/keep.txt"]
+    case.store.delete("d/drop.txt")  # deleting what is gone is not an error
+    case.store.delete("d/never-was.txt")
+    assert case.store.read_bytes("d/keep.txt") == b"keep"
+
+
+def test_write_json_read_json(case):
+    value = {"b": [1, 2.5, None, True], "a": {"nested": "ü — unicode"}, "n": 0}
+    uri = case.store.write_json("m/manifest.json", value)
+    assert uri == case.expected_uri("m/manifest.json")
+    assert case.store.read_json("m/manifest.json") == value
+    text = case.store.read_bytes("m/manifest.json").decode()
+    assert text == json.dumps(value, indent=2, sort_keys=True)
+
+
+def test_key_uri_format(case):
+    assert case.store.key_uri("sources/x/shards/shard-00000.parquet") == case.expected_uri("sources/x/shards/shard-00000.parquet")
+    if case.kind == "s3":
+        assert case.store.uri.startswith("s3://") and not case.store.uri.endswith("/")
+    else:
+        assert Path(case.store.uri).is_absolute()
+
+
+def test_s3_prefix_is_normalised_and_may_be_empty(s3, moto_endpoint):
+    bucket = _new_bucket(s3)
+    store = S3Store(bucket, "/a/b/", endpoint_url=moto_endpoint)
+    assert (store.prefix, store.uri) == ("a/b", f"s3://{bucket}/a/b")
+    assert store.write_bytes("k.txt", b"v") == f"s3://{bucket}/a/b/k.txt"
+    assert s3.get_object(Bucket=bucket, Key="a/b/k.txt")["Body"].read() == b"v"
+
+    root = S3Store(bucket, "", endpoint_url=moto_endpoint)
+    assert root.uri == f"s3://{bucket}"
+    assert root.key_uri("k.txt") == f"s3://{bucket}/k.txt"
+    root.write_bytes("top.txt", b"t")
+    assert root.list("") == ["a/b/k.txt", "top.txt"]
+    assert root.list("a/") == ["a/b/k.txt"]
+
+
+def test_s3_list_pages_past_1000_keys(s3, moto_endpoint):
+    bucket = _new_bucket(s3)
+    store = S3Store(bucket, "p", endpoint_url=moto_endpoint)
+    keys = [f"many/{i:05d}" for i in range(1005)]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"")
+    assert store.list("many/") == keys
+
+
+# --------------------------------------------------------------------------------------------------
+# open_store
+
+
+def test_open_store_s3_uses_endpoint_from_settings(s3, bucket, moto_endpoint):
+    settings = load_settings({"MEDTRINITY_S3_ENDPOINT_URL": moto_endpoint})
+    store = open_store(f"s3://{bucket}/opened/prefix", settings)
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix, store.endpoint_url) == (bucket, "opened/prefix", moto_endpoint)
+    assert store.uri == f"s3://{bucket}/opened/prefix"
+    store.write_bytes("hello.txt", b"hi")
+    assert s3.get_object(Bucket=bucket, Key="opened/prefix/hello.txt")["Body"].read() == b"hi"
+
+
+def test_open_store_s3_falls_back_to_aws_endpoint_url(bucket, moto_endpoint):
+    store = open_store(f"s3://{bucket}/x", load_settings({"AWS_ENDPOINT_URL": moto_endpoint}))
+    assert isinstance(store, S3Store) and store.endpoint_url == moto_endpoint
+
+
+def test_open_store_plain_path_is_local(tmp_path):
+    store = open_store(str(tmp_path / "out"), load_settings({}))
+    assert isinstance(store, LocalStore)
+    assert store.root == tmp_path / "out" and (tmp_path / "out").is_dir()
+
+
+def test_open_store_relative_path_is_local(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store("data/out", load_settings({}))
+    assert isinstance(store, LocalStore) and store.root == tmp_path / "data" / "out"
+
+
+def test_open_store_file_uri_is_local(tmp_path):
+    store = open_store(f"file://{tmp_path / 'via-file'}", load_settings({}))
+    assert isinstance(store, LocalStore)
+    assert store.root == tmp_path / "via-file" and (tmp_path / "via-file").is_dir()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py: open_store('file://out') uses only urlparse(...).path and drops the netloc, so the "
+    "documented 'file://path' form with a relative path writes to the wrong place "
+    "(file://out -> the current directory; file://data/output -> /output)",
+)
+def test_open_store_file_uri_with_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store("file://out", load_settings({}))
+    assert isinstance(store, LocalStore) and store.root == tmp_path / "out"
+
+
+@pytest.mark.parametrize("uri", ["gs://x", "gs://bucket/prefix", "http://example.com/out"])
+def test_open_store_unsupported_scheme(uri):
+    with pytest.raises(StoreUnavailable) as err:
+        open_store(uri, load_settings({}))
+    message = str(err.value)
+    assert "unsupported output URI" in message and repr(uri) in message
+    assert "s3://bucket/prefix" in message  # says what would work
+
+
+def test_open_store_s3_without_bucket():
+    with pytest.raises(StoreUnavailable, match="names no bucket"):
+        open_store("s3:///prefix", load_settings({}))
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures: one clear StoreUnavailable, quickly
+
+
+def test_missing_bucket_names_the_bucket(moto_endpoint):
+    name = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreUnavailable) as err:
+        S3Store(name, "x", endpoint_url=moto_endpoint)
+    assert repr(name) in str(err.value) and "does not exist" in str(err.value)
+    assert moto_endpoint in str(err.value)
+
+    settings = load_settings({"MEDTRINITY_S3_ENDPOINT_URL": moto_endpoint})
+    with pytest.raises(StoreUnavailable, match=name):
+        open_store(f"s3://{name}/runs", settings)
+
+
+def test_unreachable_endpoint_fails_fast_and_says_so(aws_env):
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        open_store("s3://bucket/prefix", load_settings({"MEDTRINITY_S3_ENDPOINT_URL": endpoint}))
+    elapsed = time.monotonic() - started
+    message = str(err.value)
+    assert "cannot reach" in message and endpoint in message, message
+    assert "MEDTRINITY_S3_ENDPOINT_URL" in message  # says what to do
+    assert elapsed < UNREACHABLE_BUDGET_S, f"took {elapsed:.1f}s to report an unreachable endpoint"
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line, end to end on S3
+
+
+def _cli_env(aws_env: dict, samples_dir: Path, endpoint: str) -> dict:
+    env = {k: v for k, v in aws_env.items() if not k.startswith("MEDTRINITY_")}
+    env.update(
+        MEDTRINITY_SAMPLES_DIR=str(samples_dir),
+        MEDTRINITY_S3_ENDPOINT_URL=endpoint,
+        MEDTRINITY_RUNNER="inprocess",
+    )
+    return env
+
+
+def test_cli_run_to_s3_end_to_end(s3, moto_endpoint, aws_env, samples_dir):
+    bucket = _new_bucket(s3)
+    result = subprocess.run(
+        [str(BIN / "medtrinity"), "run", SOURCE_ID, "--out", f"s3://{bucket}/runs"],
+        env=_cli_env(aws_env, samples_dir, moto_endpoint), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    manifest_key = f"runs/sources/{SOURCE_ID}/manifest.json"
+    assert f"s3://{bucket}/{manifest_key}" in result.stdout
+
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    counts = manifest["counts"]
+    assert counts["inputs"] == counts["used"] + counts["rejected"]
+    assert counts["produced"] == counts["records"] + counts["quarantined"]
+    assert counts["inputs"] == 8 and counts["rejected"] == 4
+    assert len(manifest["rejected"]) == 4
+    assert all(isinstance(r["reason"], str) and r["reason"].strip() for r in manifest["rejected"]), manifest["rejected"]
+    assert {r["input"] for r in manifest["rejected"]} == {
+        f"imagesTr/bad_{name}.nii.gz" for name in ("truncated", "mask_shape", "empty_mask", "not_nifti")
+    }
+
+    assert manifest["shards"], "manifest lists no shards"
+    total_rows = total_quarantined = 0
+    for shard in manifest["shards"]:
+        shard_bucket, key = _s3_key(shard["uri"])
+        assert shard_bucket == bucket and key.startswith(f"runs/sources/{SOURCE_ID}/shards/"), shard["uri"]
+        table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        assert table.num_rows == shard["records"]
+        total_rows += table.num_rows
+        if shard["quarantine_uri"]:
+            q_bucket, q_key = _s3_key(shard["quarantine_uri"])
+            assert q_bucket == bucket
+            quarantine = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=q_key)["Body"].read()))
+            assert quarantine.num_rows == shard["quarantined"]
+            total_quarantined += quarantine.num_rows
+    assert total_rows > 0
+    assert total_rows == counts["records"] and total_quarantined == counts["quarantined"]
+
+    # Nothing was written outside the output prefix.
+    listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    assert listed and all(key.startswith("runs/") for key in listed), listed
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode == 2, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    assert lines[0].startswith("medtrinity: error:"), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_unreachable_endpoint_is_one_line_error(aws_env, samples_dir):
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "medtrinity"), "run", SOURCE_ID, "--out", "s3://some-bucket/runs"],
+        env=_cli_env(aws_env, samples_dir, endpoint), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    _assert_one_line_error(result, "cannot reach", endpoint)
+    assert elapsed < UNREACHABLE_BUDGET_S + 30, f"the command took {elapsed:.1f}s"  # + interpreter start-up
+
+
+def test_cli_missing_bucket_is_one_line_error(moto_endpoint, aws_env, samples_dir):
+    name = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [str(BIN / "medtrinity"), "run", SOURCE_ID, "--out", f"s3://{name}/runs"],
+        env=_cli_env(aws_env, samples_dir, moto_endpoint), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    _assert_one_line_error(result, repr(name), "does not exist")

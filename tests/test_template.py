@@ -1,0 +1,38 @@
+from medtrinity_tasks.generation.template import PROMPT_VERSION, TemplateDescription, describe
+from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+from tests.helpers import make_record
+
+
+def test_five_non_empty_sections_grounded_in_the_facts():
+    record = make_record()
+    sections = record["description"]
+    assert list(sections) == list(DESCRIPTION_SECTIONS)
+    assert all(text.strip() for text in sections.values())
+    assert "computed tomography" in sections["modality"]
+    assert "patient's left is on the image right" in sections["modality"]
+    assert "kidney and liver" in sections["organ_tissue"]
+    # 20 px x 0.7 mm = 14 mm wide, 10 px x 0.8 mm = 8 mm high
+    assert "liver tumour of about 14 x 8 mm lies in the right anterior abdomen, within the liver" in sections["roi_location"]
+    assert "4.0% of the image" in sections["roi_location"]
+    assert "hypodense" in sections["roi_texture"]
+    assert "within the liver" in sections["region_relationship"]
+    assert "annotated liver tumour" in sections["region_relationship"]
+    assert record["generator"] == {"engine": "template", "model": "none", "prompt_version": PROMPT_VERSION}
+    assert record["description_text"].splitlines()[0].startswith("Modality: ")
+    assert len(record["description_text"].splitlines()) == 5
+
+
+def test_deterministic():
+    assert make_record()["description_text"] == make_record()["description_text"]
+
+
+def test_slice_without_roi_still_has_every_section():
+    record = make_record(rois=[], diseases=[], organ="abdomen")
+    assert all(record["description"][name] for name in DESCRIPTION_SECTIONS)
+    assert "No region of interest" in record["description"]["roi_location"]
+
+
+def test_a_laterality_change_changes_the_text():
+    left = make_record(rois=[dict(make_record()["rois"][0], location="left posterior abdomen, within the spleen")])
+    assert "left posterior abdomen" in describe(left)["roi_location"]
+    assert TemplateDescription().needs_actor is False
