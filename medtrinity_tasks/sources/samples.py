@@ -25,8 +25,8 @@ LABELS = {0: "background", 1: "liver", 2: "liver tumour", 3: "spleen", 4: "kidne
 ORGANS = [
     (1, (55.0, 10.0, 10.0), (60.0, 50.0, 60.0), 60.0),  # liver: patient right, anterior
     (3, (-75.0, -15.0, 20.0), (25.0, 35.0, 40.0), 50.0),  # spleen: patient left, posterior
-    (4, (55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 35.0),  # right kidney
-    (4, (-55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 35.0),  # left kidney
+    (4, (55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 140.0),  # right kidney, contrast-enhanced
+    (4, (-55.0, -65.0, -25.0), (20.0, 25.0, 35.0), 140.0),  # left kidney
 ]
 
 

@@ -90,16 +90,24 @@ class S3Store(Store):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
-        self._check_reachable()
+        retries = {"total_max_attempts": 3, "mode": "standard"}
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, config=Config(retries=retries, connect_timeout=5, read_timeout=60)
+        )
+        # A short-fused client for the reachability check: a dead or silent endpoint is reported in
+        # seconds, while transfers keep the patient client.
+        probe = boto3.client(
+            "s3", endpoint_url=endpoint_url,
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=5),
+        )  # fmt: skip
+        self._check_reachable(probe)
 
-    def _check_reachable(self) -> None:
+    def _check_reachable(self, probe) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         where = f"S3 endpoint {self.endpoint_url or 'AWS'}"
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            probe.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchBucket"):
@@ -134,7 +142,8 @@ class S3Store(Store):
     def list(self, prefix: str) -> list[str]:
         keys = []
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        folder = self._key(prefix.rstrip("/") + "/") if prefix.strip("/") else self._key("")
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
             keys += [item["Key"][strip:] for item in page.get("Contents", [])]
         return sorted(keys)
 
@@ -150,7 +159,7 @@ def open_store(uri: str, settings: Settings | None = None) -> Store:
             raise StoreUnavailable(f"{uri!r} names no bucket; use s3://bucket/prefix")
         return S3Store(parsed.netloc, parsed.path, endpoint_url=settings.s3_endpoint_url)
     if parsed.scheme == "file":
-        return LocalStore(parsed.path)
+        return LocalStore(parsed.netloc + parsed.path)  # file://relative/path puts "relative" in netloc
     if parsed.scheme and len(parsed.scheme) > 1:
         raise StoreUnavailable(f"unsupported output URI {uri!r}: use a path, file://path or s3://bucket/prefix")
     return LocalStore(uri)
