@@ -7,7 +7,8 @@ SOURCE ?= synthetic_ct_abdomen
 
 export MEDTRINITY_SAMPLES_DIR ?= $(CURDIR)/data/samples
 export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
-AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+# standalone starts its scheduler, API server and dag processor as `airflow` from PATH
+AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
 .PHONY: install demo test bench airflow clean
@@ -42,7 +43,7 @@ bench: $(VENV)/.installed
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db
 	$(BIN)/medtrinity samples
-	@echo "Airflow UI: http://localhost:8080  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
+	@echo "Airflow UI: http://localhost:8080  (user admin; the password is printed on the first start and kept in .airflow/simple_auth_manager_passwords.json.generated)"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
 clean:

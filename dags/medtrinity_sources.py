@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 DEFAULT_ARGS = {
@@ -70,14 +71,14 @@ the source's asset.
                 run_id=context["run_id"],
             )
 
-        @task(map_index_template="{{ shard_id }}")
+        @task(map_index_template="{{ shard_id }}", max_active_tis_per_dagrun=load_settings().parallel_shards)
         def process(shard: dict) -> dict:
             from medtrinity_tasks.pipeline import process_shard
 
             get_current_context()["shard_id"] = shard["shard_id"]
             return process_shard(shard)
 
-        @task
+        @task(retries=0)  # a quality verdict does not change on retry
         def gate(summaries: list[dict], shards: list[dict]) -> dict:
             from medtrinity_tasks.pipeline import gate_source
 

@@ -33,6 +33,9 @@ class Settings:
     """RAY_ADDRESS: a running Ray cluster; unset starts a local one."""
     ray_num_cpus: int | None
     """MEDTRINITY_RAY_NUM_CPUS: CPUs for a local Ray; unset uses all."""
+    parallel_shards: int
+    """MEDTRINITY_PARALLEL_SHARDS: shard tasks of one Airflow run at a time. Each task without
+    RAY_ADDRESS starts its own local Ray on all its CPUs, so the default is 1 then, else 8."""
     s3_endpoint_url: str | None
     """MEDTRINITY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL): an S3 API server other than AWS."""
     min_pass_rate: float
@@ -45,11 +48,12 @@ def load_settings(env: dict | None = None) -> Settings:
     return Settings(
         samples_dir=Path(env.get("MEDTRINITY_SAMPLES_DIR") or "data/samples").absolute(),
         output_uri=env.get("MEDTRINITY_OUTPUT") or "data/output",
-        shard_size=_int(env, "MEDTRINITY_SHARD_SIZE", 4),
+        shard_size=_int(env, "MEDTRINITY_SHARD_SIZE", 16),
         context_slices=_int(env, "MEDTRINITY_CONTEXT_SLICES", 2),
         runner=env.get("MEDTRINITY_RUNNER") or "ray",
         ray_address=env.get("RAY_ADDRESS") or None,
         ray_num_cpus=int(ray_cpus) if ray_cpus else None,
+        parallel_shards=_int(env, "MEDTRINITY_PARALLEL_SHARDS", 8 if env.get("RAY_ADDRESS") else 1),
         s3_endpoint_url=env.get("MEDTRINITY_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
         min_pass_rate=float(env.get("MEDTRINITY_MIN_PASS_RATE") or 0.9),
     )

@@ -93,6 +93,8 @@ def plan_shards(
     output_uri = output_uri or settings.output_uri
     open_store(output_uri, settings)  # an unreachable store fails here, before any work
     inputs = list_inputs(source, settings)[: limit or None]
+    if not inputs:
+        raise MedtrinityError(f"source {source_id}: dataset.json lists no inputs and imagesTr/ holds no files")
     size = shard_size or settings.shard_size
     run_id = run_id or datetime.now(timezone.utc).strftime("manual__%Y%m%dT%H%M%S")
     return [

@@ -30,15 +30,21 @@ BAD_INPUTS = 4  # write_samples(bad_inputs=True) adds four inputs that must be r
 START_TIMEOUT = 180  # s: database migration + API server start
 DAG_TIMEOUT = 120  # s: first parse of the DAG file
 RUN_TIMEOUT = 300  # s: the run itself (Ray starts once per mapped task)
-STOP_GRACE = 30  # s: SIGTERM to SIGKILL
+STOP_GRACE = 15  # s: SIGTERM to SIGKILL (Ray workers of a task cut short ignore SIGTERM)
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports (the sockets stay open until all are picked)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _tail(path: Path, lines: int = 80) -> str:
@@ -163,7 +169,7 @@ def test_standalone_runs_source_dag(samples_dir, tmp_path):
     home.mkdir()
     output = tmp_path / "out"
     log = tmp_path / "standalone.log"
-    port = _free_port()
+    port, worker_log_port, trigger_log_port = _free_ports(3)
     base = f"http://127.0.0.1:{port}"
     marker = secrets.token_hex(8)
     # Ray's sockets live under its temp dir: keep the path short (AF_UNIX paths stop at 107 bytes),
@@ -182,7 +188,10 @@ def test_standalone_runs_source_dag(samples_dir, tmp_path):
         AIRFLOW__API__PORT=str(port),
         # tasks reach the Execution API at http://localhost:8080/execution/ unless told otherwise
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base}/execution/",
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
+        # scheduler and triggerer serve their logs on fixed ports (8793, 8794) unless told otherwise
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(worker_log_port),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(trigger_log_port),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         AIRFLOW__CORE__PARALLELISM="4",  # LocalExecutor forks this many workers up front (default 32)
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
@@ -203,7 +212,6 @@ def test_standalone_runs_source_dag(samples_dir, tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    leaked: dict[int, str] = {}
     try:
         api = Api(base)
 
@@ -240,7 +248,9 @@ def test_standalone_runs_source_dag(samples_dir, tmp_path):
         state = _wait(f"run {run_id}", RUN_TIMEOUT, finished, log, interval=2)
         tis = api.task_instances(run_id)
         print(f"run {run_id}: {state} after {time.monotonic() - started:.0f} s\n{_describe(tis, home)}")
-        assert state == "success", f"run {run_id} {state}:\n{_describe(tis, home)}\n--- standalone log tail ---\n{_tail(log)}"
+        assert state == "success", (
+            f"run {run_id} {state}:\n{_describe(tis, home)}\n--- standalone log tail ---\n{_tail(log)}"
+        )
 
         processes = sorted((ti for ti in tis if ti["task_id"] == "process"), key=lambda ti: ti["map_index"])
         assert processes, "no mapped process task instances"

@@ -30,8 +30,8 @@ def test_each_bad_record_is_quarantined_with_its_reason():
     reasons = {(r["slice_index"], tuple(r["quarantine_reasons"])) for r in quarantined}
     assert reasons == {
         (2, ("ROI box outside the image",)),
-        (3, ("description section roi_texture empty",)),
-        (4, ("description section modality missing",)),
+        (3, ("description section roi_texture empty or missing",)),
+        (4, ("description section modality empty or missing",)),
         (5, ("missing coarse_caption",)),
         (6, ("ROI area fraction not in (0, 1]",)),
         (7, ("duplicate id",)),

@@ -99,4 +99,5 @@ def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):
         if roi["label"] == "liver tumour"
     ]
     diameter = 2 * truth[rel]["lesions"][0]["radius_mm"]
-    assert abs(max(widths_mm) - diameter) <= 2 * 2.0  # two pixels of 2 mm
+    pixel_mm = out[0]["spacing_mm"][1]
+    assert abs(max(widths_mm) - diameter) <= 2 * pixel_mm  # within two pixels

@@ -14,7 +14,7 @@ from medtrinity_tasks.storage.store import LocalStore
 BAD_INPUTS = {
     "imagesTr/bad_truncated.nii.gz": "not a readable NIfTI file (EOFError",
     "imagesTr/bad_not_nifti.nii.gz": "not a readable NIfTI file (ImageFileError",
-    "imagesTr/bad_mask_shape.nii.gz": "label shape (160, 152, 36) differs from image shape (160, 160, 36)",
+    "imagesTr/bad_mask_shape.nii.gz": "label shape (512, 504, 40) differs from image shape (512, 512, 40)",
     "imagesTr/bad_empty_mask.nii.gz": "label map is empty",
 }
 

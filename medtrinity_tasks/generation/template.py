@@ -10,7 +10,7 @@ from __future__ import annotations
 from medtrinity_tasks.preprocess.captions import MODALITY_NAMES, join_words
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
-from medtrinity_tasks.stages.base import Resources, Stage
+from medtrinity_tasks.stages.base import Stage
 
 PROMPT_VERSION = "template-v1"
 SECTION_TITLES = {
@@ -40,7 +40,7 @@ def describe(record: dict) -> dict[str, str]:
     spacing = record["spacing_mm"]
     sections["organ_tissue"] = (
         (f"The slice shows the {join_words(anatomy)}. " if anatomy else "No labelled organ is in view. ")
-        + f"Pixel spacing {spacing[0]:.1f} x {spacing[1]:.1f} mm; slice spacing {spacing[2]:.1f} mm."
+        + f"Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm."
     )
     rois = (record.get("rois") or [])[:MAX_ROIS_NAMED]
     more = len(record.get("rois") or []) - len(rois)
@@ -71,8 +71,6 @@ def description_text(sections: dict[str, str]) -> str:
 class TemplateDescription(Stage):
     name = "generate_template"
     version = PROMPT_VERSION
-    resources = Resources(cpus=0.5)
-    batch_size = 64
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         out = []

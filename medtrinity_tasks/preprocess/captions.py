@@ -7,7 +7,7 @@ header fields, so no identifier can reach a caption or a prompt.
 from __future__ import annotations
 
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.stages.base import Resources, Stage
+from medtrinity_tasks.stages.base import Stage
 
 MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "radiograph"}
 
@@ -37,8 +37,6 @@ def coarse_caption(row: dict, source: SourceEntry) -> str:
 class CoarseCaption(Stage):
     name = "coarse_caption"
     version = "1"
-    resources = Resources(cpus=0.5)
-    batch_size = 64
 
     def __init__(self, source: SourceEntry):
         self.source = source

@@ -12,7 +12,7 @@ from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers import read_nifti
-from medtrinity_tasks.stages.base import Resources, Stage
+from medtrinity_tasks.stages.base import Stage
 
 AXIAL_ORIENTATION = ["L", "P"]
 """Radiological view: +column points to the patient's left, +row to posterior (viewer sees the
@@ -43,8 +43,7 @@ class VolumeSlicer(Stage):
 
     name = "slice_volumes"
     version = "1"
-    resources = Resources(cpus=1)
-    batch_size = 1
+    batch_size = 1  # one volume per task: volumes are read and sliced in parallel
 
     def __init__(self, source: SourceEntry, settings: Settings):
         self.source = source
@@ -67,14 +66,15 @@ class VolumeSlicer(Stage):
         image = read_nifti(self.root / row["source_relpath"])
         if not row.get("label_relpath"):
             raise InputRejected("no label file is listed for this image")
-        labels = read_nifti(self.root / row["label_relpath"], dtype=np.int32)
+        labels = read_nifti(self.root / row["label_relpath"], labels=True)
         if labels.data.shape != image.data.shape:
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):
             raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
-        if not labels.data.any():
+        present = set(np.flatnonzero(np.bincount(labels.data.ravel())).tolist()) - {0}  # np.unique sorts: slower
+        if not present:
             raise InputRejected("label map is empty: no annotated structure to describe")
-        unknown = sorted(set(np.unique(labels.data).tolist()) - set(self.source.labels) - {0})
+        unknown = sorted(present - set(self.source.labels))
         if unknown:
             raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
         sx, sy, sz = image.spacing_mm

@@ -7,10 +7,10 @@ from scipy import ndimage
 
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi import rle
-from medtrinity_tasks.roi.descriptors import describe_texture, surrounding_ring
+from medtrinity_tasks.roi.descriptors import RING_PIXELS, describe_texture, surrounding_ring
 from medtrinity_tasks.roi.location import describe_location
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.stages.base import Resources, Stage
+from medtrinity_tasks.stages.base import Stage
 
 MIN_ROI_PIXELS = 3
 """Components smaller than this are partial-volume specks at a lesion's edge, not regions."""
@@ -25,8 +25,6 @@ class AnnotationRois(Stage):
 
     name = "annotation_rois"
     version = "1"
-    resources = Resources(cpus=1)
-    batch_size = 16
 
     def __init__(self, source: SourceEntry):
         self.source = source
@@ -38,7 +36,7 @@ class AnnotationRois(Stage):
         labels = label_slice(row)
         pixels = decode_png(row["image"]["bytes"])
         organ_values = {v: l.name for v, l in self.source.labels.items() if l.kind == "organ"}
-        present = set(np.unique(labels).tolist()) - {0}
+        present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
         rois = []
         for value in sorted(present):
@@ -65,8 +63,13 @@ class AnnotationRois(Stage):
 
     def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values) -> dict:
         ys, xs = np.nonzero(mask)
-        ring = surrounding_ring(mask)
-        around = [organ_values[v] for v in labels[ring].tolist() if v in organ_values]
+        # the ring around the region lies within RING_PIXELS of its box: work on that window only
+        window = np.s_[
+            max(ys.min() - RING_PIXELS, 0) : ys.max() + RING_PIXELS + 1,
+            max(xs.min() - RING_PIXELS, 0) : xs.max() + RING_PIXELS + 1,
+        ]
+        ring = surrounding_ring(mask[window])
+        around = [organ_values[v] for v in labels[window][ring].tolist() if v in organ_values]
         organ = max(set(around), key=around.count) if around else label.organ
         centroid = (float(xs.mean()), float(ys.mean()))
         return {
@@ -78,7 +81,7 @@ class AnnotationRois(Stage):
             "location": describe_location(
                 centroid, row["width"], row["height"], row["patient_orientation"], self.source.body_region, organ
             ),
-            "texture": describe_texture(pixels, mask, ring, self.source.modality),
+            "texture": describe_texture(pixels[window], mask[window], ring, self.source.modality),
             "origin": "annotation",
             "organ": organ,
         }

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 SOURCE_ID = "synthetic_ct_abdomen"
-SHAPE = (160, 160, 36)
-SPACING = (2.0, 2.0, 5.0)  # mm along the stored array axes
+SHAPE = (512, 512, 40)  # a clinical CT matrix, 5 mm slices
+SPACING = (0.75, 0.75, 5.0)  # mm along the stored array axes
 ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # stored axis codes, cycled over cases
 
 LABELS = {0: "background", 1: "liver", 2: "liver tumour", 3: "spleen", 4: "kidney", 5: "renal cyst"}
@@ -69,21 +69,27 @@ def _affine(orientation: str, case: int) -> np.ndarray:
 
 
 def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    index = np.indices(SHAPE, dtype=np.float32).reshape(3, -1)
-    world = (affine[:3, :3] @ index + affine[:3, 3:4]).reshape((3, *SHAPE))
+    # The affines are diagonal (flips, scales, offsets), so each world axis depends on one array
+    # axis: broadcast three coordinate vectors instead of materialising a world grid.
+    world = [
+        (affine[axis, axis] * np.arange(SHAPE[axis], dtype=np.float32) + affine[axis, 3]).reshape(
+            [-1 if a == axis else 1 for a in range(3)]
+        )
+        for axis in range(3)
+    ]
     x, y, z = world
     hu = np.full(SHAPE, -1000.0, dtype=np.float32)
     labels = np.zeros(SHAPE, dtype=np.uint8)
-    body = (x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0
+    body = np.broadcast_to((x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0, SHAPE)
     hu[body] = -100.0  # subcutaneous fat
-    hu[(x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0] = 40.0  # soft tissue
+    hu[np.broadcast_to((x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0, SHAPE)] = 40.0  # soft tissue
     for label, centre, semi, value in ORGANS:
         inside = sum(((w - c) / s) ** 2 for w, c, s in zip(world, centre, semi)) <= 1.0
         hu[inside], labels[inside] = value, label
     for lesion in lesions:
         inside = sum((w - c) ** 2 for w, c in zip(world, lesion["center_ras_mm"])) <= lesion["radius_mm"] ** 2
         hu[inside], labels[inside] = lesion["hu"], lesion["label"]
-    hu += rng.normal(0.0, 8.0, SHAPE).astype(np.float32)
+    hu += rng.standard_normal(SHAPE, dtype=np.float32) * 8.0
     return np.round(hu).astype(np.int16), labels
 
 

@@ -25,7 +25,9 @@ class Stage:
     name: str = "stage"
     version: str = "1"
     resources: Resources = Resources()
-    batch_size: int = 16
+    batch_size: int | None = None
+    """Rows per ``process_batch`` call; None takes whatever block arrives, which lets Ray fuse a
+    cheap stage into the stage before it without changing how that stage's work is split."""
 
     def setup(self) -> None:
         """Load models or open clients once per worker. Stages that override it run as Ray actors."""

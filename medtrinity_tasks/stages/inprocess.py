@@ -8,8 +8,9 @@ from medtrinity_tasks.stages.base import Stage
 def run_inprocess(stages: list[Stage], rows: list[dict]) -> list[dict]:
     for stage in stages:
         stage.setup()
+        size = stage.batch_size or max(len(rows), 1)
         out: list[dict] = []
-        for start in range(0, len(rows), stage.batch_size):
-            out.extend(stage(rows[start : start + stage.batch_size]))
+        for start in range(0, len(rows), size):
+            out.extend(stage(rows[start : start + size]))
         rows = out
     return rows

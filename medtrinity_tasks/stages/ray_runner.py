@@ -20,17 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def ensure_ray(settings: Settings) -> None:
-    """Join ``RAY_ADDRESS`` when set, else start a local Ray once per process."""
+    """Join ``RAY_ADDRESS`` when set, else start a private local Ray once per process (never a
+    cluster that happens to run on the machine)."""
     if ray.is_initialized():
         return
     ray.init(
-        address=settings.ray_address,
+        address=settings.ray_address or "local",
         num_cpus=None if settings.ray_address else settings.ray_num_cpus,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Per-operator reservations split a small cluster so that each step runs about one task at a
+    # time; with it off, tasks fill every CPU (measured: 16 CPU-bound tasks on 2 CPUs, 1.07 s -> 0.56 s).
+    context.op_resource_reservation_enabled = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset plans drown the progress lines
 
 

@@ -10,8 +10,11 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.base import Volume
 
 
-def read_nifti(path: Path, *, dtype: type = np.float32) -> Volume:
-    """Read a NIfTI file; anything unreadable raises ``InputRejected`` with the reason."""
+def read_nifti(path: Path, *, labels: bool = False) -> Volume:
+    """Read a NIfTI file; anything unreadable raises ``InputRejected`` with the reason.
+
+    Images come back as float32; label maps (``labels=True``) as non-negative integers in their
+    stored width, so that counting label values stays cheap."""
     import nibabel as nib  # lazy: heavy import, and only this reader needs it
 
     if not path.is_file():
@@ -20,7 +23,7 @@ def read_nifti(path: Path, *, dtype: type = np.float32) -> Volume:
         image = nib.load(str(path))
         original = "".join(nib.aff2axcodes(image.affine))
         canonical = nib.as_closest_canonical(image)
-        data = np.asarray(canonical.dataobj, dtype=dtype)
+        data = np.asanyarray(canonical.dataobj)
     except Exception as exc:  # nibabel raises many types for broken files
         kind = type(exc).__name__
         detail = str(exc).replace(str(path), path.name)[:160]
@@ -29,7 +32,21 @@ def read_nifti(path: Path, *, dtype: type = np.float32) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputRejected(f"expected a 3D volume, got shape {data.shape}")
-    if not np.isfinite(data).all():
+    data = _label_values(data) if labels else data.astype(np.float32, copy=False)
+    if not labels and not np.isfinite(data).all():
         raise InputRejected("volume holds NaN or infinite values")
     zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
     return Volume(data=data, spacing_mm=zooms, affine=canonical.affine, original_orientation=original)
+
+
+def _label_values(data: np.ndarray) -> np.ndarray:
+    if np.issubdtype(data.dtype, np.floating):  # label maps are often saved as float
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise InputRejected("label map holds non-integer values")
+        data = rounded.astype(np.int32)
+    if not np.issubdtype(data.dtype, np.integer):
+        raise InputRejected(f"label map has non-numeric type {data.dtype}")
+    if data.min() < 0:
+        raise InputRejected("label map holds negative values")
+    return data
