@@ -11,7 +11,7 @@ export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-.PHONY: install demo test bench airflow clean
+.PHONY: install demo lint test bench airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ demo: .airflow/airflow.db
 	@$(BIN)/medtrinity show $(SOURCE)
 	@echo "output: $(MEDTRINITY_OUTPUT)/sources/$(SOURCE)  (load the shards with datasets.load_dataset('parquet', data_files=...))"
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed

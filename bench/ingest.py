@@ -131,15 +131,9 @@ def main() -> int:
     )
 
     entries = json.loads((root / "dataset.json").read_text())["training"]
-    pairs = [
-        (e["image"].removeprefix("./"), e["label"].removeprefix("./")) for e in entries
-    ]
+    pairs = [(e["image"].removeprefix("./"), e["label"].removeprefix("./")) for e in entries]
     lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
-    context = (
-        source.slicing.context_slices
-        if source.slicing.context_slices is not None
-        else settings.context_slices
-    )
+    context = source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
 
     # Start Ray before timing, and warm its workers (and the GE suite in this process) with one
     # untimed shard into a separate output: the ratio is for the pipeline on a warm cluster.

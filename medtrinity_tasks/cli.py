@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one source on Ray, without Airflow")
     run.add_argument("source_id")
-    run.add_argument("--out", help="output URI: a path or s3://bucket/prefix (default: MEDTRINITY_OUTPUT or data/output)")
+    run.add_argument(
+        "--out", help="output URI: a path or s3://bucket/prefix (default: MEDTRINITY_OUTPUT or data/output)"
+    )
     run.add_argument("--limit", type=int, help="use only the first N inputs")
     run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
     run.add_argument("--force", action="store_true", help="redo shards that are already finished")

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from medtrinity_tasks import PIPELINE_VERSION
@@ -61,7 +61,9 @@ def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
     listing = root / "dataset.json"
     if not listing.is_file():
-        raise SourceNotFound(f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)")
+        raise SourceNotFound(
+            f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)"
+        )
     try:
         entries = json.loads(listing.read_text())["training"]
     except (ValueError, KeyError) as exc:
@@ -96,7 +98,7 @@ def plan_shards(
     if not inputs:
         raise MedtrinityError(f"source {source_id}: dataset.json lists no inputs and imagesTr/ holds no files")
     size = shard_size or settings.shard_size
-    run_id = run_id or datetime.now(timezone.utc).strftime("manual__%Y%m%dT%H%M%S")
+    run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     return [
         {
             "source_id": source_id,
@@ -180,7 +182,12 @@ def process_shard(shard: dict) -> dict:
         "used": used,
         "rejected": [{"input": path, "reason": reason} for path, reason in sorted(rejected.items())],
         "quarantined": [
-            {"id": q["id"], "input": q["source_relpath"], "slice_index": q["slice_index"], "reasons": q["quarantine_reasons"]}
+            {
+                "id": q["id"],
+                "input": q["source_relpath"],
+                "slice_index": q["slice_index"],
+                "reasons": q["quarantine_reasons"],
+            }
             for q in quarantined
         ],
         "counts": {
@@ -232,7 +239,9 @@ def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = 
     reject_reasons = sum((Counter(s["reject_reasons"]) for s in summaries), Counter())
     verdict = {"pass_rate": round(pass_rate, 4), "threshold": threshold, **totals}
     if pass_rate < threshold:
-        where = open_store(output_uri or settings.output_uri, settings).key_uri(f"{source_prefix(source_id)}/quarantine/")
+        where = open_store(output_uri or settings.output_uri, settings).key_uri(
+            f"{source_prefix(source_id)}/quarantine/"
+        )
         raise GateFailed(
             f"{source_id}: pass rate {pass_rate:.2f} is below the threshold {threshold:.2f} "
             f"({totals['records']} of {totals['produced']} records passed, {totals['rejected']} of "
@@ -242,14 +251,19 @@ def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = 
     return verdict
 
 
-def publish_source(source_id: str, summaries: list[dict], output_uri: str | None = None, verdict: dict | None = None) -> dict:
+def publish_source(
+    source_id: str, summaries: list[dict], output_uri: str | None = None, verdict: dict | None = None
+) -> dict:
     """Write the run's manifest from the shards' accounting; remove shards this plan no longer has."""
     settings = load_settings()
     source = get_source(source_id)
     store = open_store(output_uri or settings.output_uri, settings)
     works = [store.read_json(work_key(source_id, s["shard_id"])) for s in summaries]
     counts = _totals([w["counts"] for w in works])
-    if counts["inputs"] != counts["used"] + counts["rejected"] or counts["produced"] != counts["records"] + counts["quarantined"]:
+    if (
+        counts["inputs"] != counts["used"] + counts["rejected"]
+        or counts["produced"] != counts["records"] + counts["quarantined"]
+    ):
         raise MedtrinityError(f"{source_id}: manifest accounting does not balance: {counts}")
     _remove_stale_shards(store, source_id, {w["shard_id"] for w in works})
     manifest = {
@@ -258,7 +272,7 @@ def publish_source(source_id: str, summaries: list[dict], output_uri: str | None
         "licence": source.licence,
         "pipeline_version": PIPELINE_VERSION,
         "run_ids": sorted({w["run_id"] for w in works}),
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": counts,
         "quality": verdict or {},
         "shards": [

@@ -29,9 +29,7 @@ ROI = pa.struct(
     ]
 )
 
-KNOWLEDGE = pa.struct(
-    [("id", pa.string()), ("title", pa.string()), ("score", pa.float64()), ("text", pa.string())]
-)
+KNOWLEDGE = pa.struct([("id", pa.string()), ("title", pa.string()), ("score", pa.float64()), ("text", pa.string())])
 
 DESCRIPTION = pa.struct([(name, pa.string()) for name in DESCRIPTION_SECTIONS])
 

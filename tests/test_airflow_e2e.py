@@ -21,7 +21,11 @@ def test_source_dag_run_writes_loadable_shards_and_a_balanced_manifest(airflow_h
         MEDTRINITY_RAY_NUM_CPUS="2",
     )
     done = subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", f"medtrinity__{SOURCE_ID}"], env=env, capture_output=True, text=True, timeout=600
+        [str(BIN / "airflow"), "dags", "test", f"medtrinity__{SOURCE_ID}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
@@ -48,6 +52,12 @@ def test_source_dag_run_writes_loadable_shards_and_a_balanced_manifest(airflow_h
     x0, y0, x1, y1 = roi["bbox_xyxy"]
     assert 0 <= x0 < x1 <= with_roi["width"] and 0 <= y0 < y1 <= with_roi["height"]
     assert roi["location"] and roi["mask_rle"]["counts"]
-    assert set(with_roi["description"]) == {"modality", "organ_tissue", "roi_location", "roi_texture", "region_relationship"}
+    assert set(with_roi["description"]) == {
+        "modality",
+        "organ_tissue",
+        "roi_location",
+        "roi_texture",
+        "region_relationship",
+    }
     assert with_roi["description"]["roi_location"].startswith(f"A {roi['label']}")
     assert Path(files[0]).parent.name == "shards"

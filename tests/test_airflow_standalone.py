@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, SOURCE_ID, airflow_env
+from tests.conftest import BIN, SOURCE_ID, airflow_env
 
 DAG_ID = f"medtrinity__{SOURCE_ID}"
 BAD_INPUTS = 4  # write_samples(bad_inputs=True) adds four inputs that must be rejected
@@ -150,13 +150,18 @@ def _wait(what: str, timeout: float, probe, log: Path, interval: float = 1.0):
         if result:
             return result
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})\n"
-                f"--- standalone log tail ---\n{_tail(log)}")
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})\n"
+        f"--- standalone log tail ---\n{_tail(log)}"
+    )
 
 
 def _describe(tis: list[dict], home: Path) -> str:
-    lines = [f"  {ti['task_id']}[{ti['map_index']}] {ti.get('rendered_map_index')}: {ti['state']} "
-             f"(try {ti.get('try_number')})" for ti in tis]
+    lines = [
+        f"  {ti['task_id']}[{ti['map_index']}] {ti.get('rendered_map_index')}: {ti['state']} "
+        f"(try {ti.get('try_number')})"
+        for ti in tis
+    ]
     for ti in tis:
         if ti["state"] not in ("success", None):
             for path in sorted((home / "logs").glob(f"dag_id={DAG_ID}/**/task_id={ti['task_id']}/**/*.log")):
@@ -268,6 +273,8 @@ def test_standalone_runs_source_dag(samples_dir, tmp_path):
         leaked = _stop(proc, marker)
         left = _session_processes(proc.pid, marker)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-        print(f"standalone stopped after {time.monotonic() - started:.0f} s; "
-              f"SIGKILLed after the grace period: {leaked or 'none'}")
+        print(
+            f"standalone stopped after {time.monotonic() - started:.0f} s; "
+            f"SIGKILLed after the grace period: {leaked or 'none'}"
+        )
     assert not left, f"processes survived SIGKILL: {left}"

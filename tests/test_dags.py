@@ -54,6 +54,9 @@ def test_dag_file_imports_nothing_heavy():
         "print(heavy)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / "medtrinity_sources.py")], capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe, str(REPO / "dags" / "medtrinity_sources.py")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -77,12 +77,12 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
     seen = set()
     for row in out:
         for roi in row["rois"]:
-            lesion = next(l for l in truth[row["source_relpath"]]["lesions"] if l["name"] == roi["label"])
+            lesion = next(les for les in truth[row["source_relpath"]]["lesions"] if les["name"] == roi["label"])
             assert roi["location"].startswith(lesion["side"]), (row["source_relpath"], roi)
             assert roi["location"].endswith(f"within the {lesion['organ']}")
             assert roi["origin"] == "annotation"
             seen.add((row["source_relpath"], roi["label"]))
-    assert seen == {(rel, l["name"]) for rel, t in truth.items() for l in t["lesions"]}
+    assert seen == {(rel, les["name"]) for rel, t in truth.items() for les in t["lesions"]}
 
 
 def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):

@@ -63,7 +63,10 @@ def test_unlisted_image_files_are_rejected_not_ignored(samples_dir, inprocess, t
 def test_rerun_skips_finished_shards_and_force_rewrites_the_same_records(inprocess):
     run_source("synthetic_ct_abdomen", shard_size=3, progress=lambda line: None)
     store = LocalStore(inprocess["MEDTRINITY_OUTPUT"])
-    first = {s: pq.read_table(store.key_uri(shard_key("synthetic_ct_abdomen", s)))["id"].to_pylist() for s in ("shard-00000", "shard-00001", "shard-00002")}
+    first = {
+        s: pq.read_table(store.key_uri(shard_key("synthetic_ct_abdomen", s)))["id"].to_pylist()
+        for s in ("shard-00000", "shard-00001", "shard-00002")
+    }
 
     shards = plan_shards("synthetic_ct_abdomen", shard_size=3)
     assert all(process_shard(shard)["skipped"] for shard in shards)
@@ -79,8 +82,13 @@ def test_replanning_with_another_shard_size_leaves_no_stale_shards(inprocess):
     run_source("synthetic_ct_abdomen", shard_size=2, progress=lambda line: None)
     result = run_source("synthetic_ct_abdomen", shard_size=8, progress=lambda line: None)
     store = LocalStore(inprocess["MEDTRINITY_OUTPUT"])
-    assert store.list("sources/synthetic_ct_abdomen/shards/") == ["sources/synthetic_ct_abdomen/shards/shard-00000.parquet"]
-    assert pq.read_table(store.key_uri(shard_key("synthetic_ct_abdomen", "shard-00000"))).num_rows == result["counts"]["records"]
+    assert store.list("sources/synthetic_ct_abdomen/shards/") == [
+        "sources/synthetic_ct_abdomen/shards/shard-00000.parquet"
+    ]
+    assert (
+        pq.read_table(store.key_uri(shard_key("synthetic_ct_abdomen", "shard-00000"))).num_rows
+        == result["counts"]["records"]
+    )
 
 
 def test_missing_source_directory_is_a_clear_error(inprocess, tmp_path, monkeypatch):
@@ -99,7 +107,10 @@ def test_unknown_source_and_bad_output_uri_are_clear_errors(inprocess):
 def test_cli_prints_one_line_errors(inprocess, tmp_path):
     env = dict(inprocess, MEDTRINITY_SAMPLES_DIR=str(tmp_path / "nowhere"), PATH="/usr/bin:/bin")
     done = subprocess.run(
-        [sys.executable, "-m", "medtrinity_tasks.cli", "run", "synthetic_ct_abdomen"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "medtrinity_tasks.cli", "run", "synthetic_ct_abdomen"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0

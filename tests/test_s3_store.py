@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import boto3
+import pyarrow.parquet as pq
 import pytest
-
-boto3 = pytest.importorskip("boto3")
-pq = pytest.importorskip("pyarrow.parquet")
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import StoreUnavailable
@@ -44,7 +43,13 @@ DUMMY_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 # Variables that would make boto3 talk to somewhere other than the endpoint we give it.
-AWS_LEAKS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MEDTRINITY_S3_ENDPOINT_URL")
+AWS_LEAKS = (
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MEDTRINITY_S3_ENDPOINT_URL",
+)
 
 
 def _free_port() -> int:
@@ -73,7 +78,14 @@ def aws_env(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         for key in AWS_LEAKS:
             mp.delenv(key, raising=False)
-        for key in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED", "NO_PROXY", "no_proxy", *DUMMY_AWS):
+        for key in (
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_EC2_METADATA_DISABLED",
+            "NO_PROXY",
+            "no_proxy",
+            *DUMMY_AWS,
+        ):
             mp.setenv(key, env[key])
         yield env
 
@@ -104,7 +116,10 @@ def moto_endpoint(aws_env, tmp_path_factory) -> str:
                 break  # it answered
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not answer on {endpoint} within {STARTUP_TIMEOUT_S}s: {log.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"moto_server did not answer on {endpoint} within {STARTUP_TIMEOUT_S}s: "
+                        f"{log.read_text()[-2000:]}"
+                    )
                 time.sleep(0.1)
         yield endpoint
     finally:
@@ -239,7 +254,9 @@ def test_write_json_read_json(case):
 
 
 def test_key_uri_format(case):
-    assert case.store.key_uri("sources/x/shards/shard-00000.parquet") == case.expected_uri("sources/x/shards/shard-00000.parquet")
+    assert case.store.key_uri("sources/x/shards/shard-00000.parquet") == case.expected_uri(
+        "sources/x/shards/shard-00000.parquet"
+    )
     if case.kind == "s3":
         assert case.store.uri.startswith("s3://") and not case.store.uri.endswith("/")
     else:
@@ -435,7 +452,11 @@ def test_cli_run_to_s3_end_to_end(s3, moto_endpoint, aws_env, samples_dir):
     assert total_rows == counts["records"] and total_quarantined == counts["quarantined"]
 
     # Nothing was written outside the output prefix.
-    listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    listed = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
     assert listed and all(key.startswith("runs/") for key in listed), listed
 
 

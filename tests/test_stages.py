@@ -73,7 +73,9 @@ def test_ray_runner_matches_in_process_runner(samples_dir, settings_env):
     distributed = run_ray(build_stages(source, settings), inputs, settings)
 
     def key(rows):
-        return sorted((r["source_relpath"], r.get("id") or "", r.get("description_text") or r.get("reject_reason")) for r in rows)
+        return sorted(
+            (r["source_relpath"], r.get("id") or "", r.get("description_text") or r.get("reject_reason")) for r in rows
+        )
 
     assert key(distributed) == key(local)
     assert sum(1 for r in local if r.get("reject_reason")) == 4

@@ -12,7 +12,10 @@ def test_five_non_empty_sections_grounded_in_the_facts():
     assert "patient's left is on the image right" in sections["modality"]
     assert "kidney and liver" in sections["organ_tissue"]
     # 20 px x 0.7 mm = 14 mm wide, 10 px x 0.8 mm = 8 mm high
-    assert "liver tumour of about 14 x 8 mm lies in the right anterior abdomen, within the liver" in sections["roi_location"]
+    assert (
+        "liver tumour of about 14 x 8 mm lies in the right anterior abdomen, within the liver"
+        in sections["roi_location"]
+    )
     assert "4.0% of the image" in sections["roi_location"]
     assert "hypodense" in sections["roi_texture"]
     assert "within the liver" in sections["region_relationship"]

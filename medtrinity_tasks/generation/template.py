@@ -39,9 +39,8 @@ def describe(record: dict) -> dict[str, str]:
     anatomy = record.get("anatomy") or []
     spacing = record["spacing_mm"]
     sections["organ_tissue"] = (
-        (f"The slice shows the {join_words(anatomy)}. " if anatomy else "No labelled organ is in view. ")
-        + f"Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm."
-    )
+        f"The slice shows the {join_words(anatomy)}. " if anatomy else "No labelled organ is in view. "
+    ) + f"Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm."
     rois = (record.get("rois") or [])[:MAX_ROIS_NAMED]
     more = len(record.get("rois") or []) - len(rois)
     if not rois:

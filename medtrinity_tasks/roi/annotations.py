@@ -35,7 +35,7 @@ class AnnotationRois(Stage):
     def describe(self, row: dict) -> dict:
         labels = label_slice(row)
         pixels = decode_png(row["image"]["bytes"])
-        organ_values = {v: l.name for v, l in self.source.labels.items() if l.kind == "organ"}
+        organ_values = {v: label.name for v, label in self.source.labels.items() if label.kind == "organ"}
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
         rois = []
@@ -59,7 +59,7 @@ class AnnotationRois(Stage):
         )
 
     def disease_of(self, label_name: str) -> str:
-        return next(l.disease for l in self.source.labels.values() if l.name == label_name)
+        return next(label.disease for label in self.source.labels.values() if label.name == label_name)
 
     def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values) -> dict:
         ys, xs = np.nonzero(mask)

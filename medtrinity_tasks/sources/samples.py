@@ -61,7 +61,7 @@ def _lesions(case: int) -> list[dict]:
 def _affine(orientation: str, case: int) -> np.ndarray:
     """Voxel-to-RAS affine for an array stored with the given axis codes, centred near the origin."""
     signs = [1.0 if code in "RAS" else -1.0 for code in orientation]
-    affine = np.diag([s * d for s, d in zip(signs, SPACING)] + [1.0])
+    affine = np.diag([s * d for s, d in zip(signs, SPACING, strict=True)] + [1.0])
     centre_voxel = (np.array(SHAPE) - 1) / 2.0
     offset = np.array([3.5 * case, -2.0 * case, 1.5 * case])  # a different origin for every case
     affine[:3, 3] = offset - affine[:3, :3] @ centre_voxel
@@ -84,10 +84,12 @@ def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) 
     hu[body] = -100.0  # subcutaneous fat
     hu[np.broadcast_to((x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0, SHAPE)] = 40.0  # soft tissue
     for label, centre, semi, value in ORGANS:
-        inside = sum(((w - c) / s) ** 2 for w, c, s in zip(world, centre, semi)) <= 1.0
+        inside = sum(((w - c) / s) ** 2 for w, c, s in zip(world, centre, semi, strict=True)) <= 1.0
         hu[inside], labels[inside] = value, label
     for lesion in lesions:
-        inside = sum((w - c) ** 2 for w, c in zip(world, lesion["center_ras_mm"])) <= lesion["radius_mm"] ** 2
+        inside = (
+            sum((w - c) ** 2 for w, c in zip(world, lesion["center_ras_mm"], strict=True)) <= lesion["radius_mm"] ** 2
+        )
         hu[inside], labels[inside] = lesion["hu"], lesion["label"]
     hu += rng.standard_normal(SHAPE, dtype=np.float32) * 8.0
     return np.round(hu).astype(np.int16), labels
@@ -122,7 +124,8 @@ def write_samples(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = F
         training += _write_bad_inputs(root, rng)
     dataset = {
         "name": "SyntheticAbdomenCT",
-        "description": "SYNTHETIC computer-generated abdominal CT phantoms for pipeline demos and tests; not patient data.",
+        "description": "SYNTHETIC computer-generated abdominal CT phantoms for pipeline demos and tests; "
+        "not patient data.",
         "reference": "medtrinity samples",
         "licence": "CC0-1.0",
         "tensorImageSize": "3D",

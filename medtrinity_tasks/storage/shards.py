@@ -1,9 +1,9 @@
 """Shard and manifest layout on a store, and Parquet encoding of records.
 
-    sources/<source_id>/shards/<shard>.parquet      records that passed the gate
-    sources/<source_id>/quarantine/<shard>.parquet  records that did not, with their reasons
-    sources/<source_id>/work/<shard>.json           the shard's accounting (inputs, rejects, reasons)
-    sources/<source_id>/manifest.json               the published run: counts, shards, every reason
+sources/<source_id>/shards/<shard>.parquet      records that passed the gate
+sources/<source_id>/quarantine/<shard>.parquet  records that did not, with their reasons
+sources/<source_id>/work/<shard>.json           the shard's accounting (inputs, rejects, reasons)
+sources/<source_id>/manifest.json               the published run: counts, shards, every reason
 """
 
 from __future__ import annotations

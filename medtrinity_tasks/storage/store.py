@@ -73,7 +73,9 @@ class LocalStore(Store):
         base = self.root / prefix
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+        )
 
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)

@@ -64,7 +64,10 @@ def _expectations():
     ]
     for name in DESCRIPTION_SECTIONS:
         checks.append(
-            (e.ExpectColumnValueLengthsToBeBetween(column=f"section_{name}", min_value=1), f"description section {name} empty or missing")
+            (
+                e.ExpectColumnValueLengthsToBeBetween(column=f"section_{name}", min_value=1),
+                f"description section {name} empty or missing",
+            )
         )
     return checks
 
@@ -80,7 +83,9 @@ def _suite():
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_definition = (
-        context.data_sources.add_pandas("records").add_dataframe_asset("shard").add_batch_definition_whole_dataframe("all")
+        context.data_sources.add_pandas("records")
+        .add_dataframe_asset("shard")
+        .add_batch_definition_whole_dataframe("all")
     )
     checks = _expectations()
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
