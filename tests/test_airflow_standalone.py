@@ -9,6 +9,7 @@ Whatever happens, every process of that session is stopped: SIGTERM to the group
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -77,6 +78,12 @@ def _session_processes(sid: int, marker: str) -> dict[int, str]:
     return found
 
 
+def _signal(pids, sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 def _stop(proc: subprocess.Popen, marker: str) -> dict[int, str]:
     """SIGTERM standalone's process group, wait, then SIGKILL whatever of its session is left.
     Returns the processes that needed SIGKILL."""
@@ -92,19 +99,11 @@ def _stop(proc: subprocess.Popen, marker: str) -> dict[int, str]:
         pass
     # processes outside the group (task processes, Ray daemons) get the same grace, then SIGTERM
     left = _session_processes(sid, marker)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    _signal(left, signal.SIGTERM)
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
         left = _session_processes(sid, marker)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(left, signal.SIGKILL)
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)
