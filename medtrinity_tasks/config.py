@@ -6,15 +6,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtrinity_tasks.errors import MedtrinityError
 
-def _int(env: dict, name: str, default: int) -> int:
+
+def _number(env: dict, name: str, default, kind=int):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise MedtrinityError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,15 @@ class Settings:
 
 def load_settings(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
-    ray_cpus = env.get("MEDTRINITY_RAY_NUM_CPUS")
     return Settings(
         samples_dir=Path(env.get("MEDTRINITY_SAMPLES_DIR") or "data/samples").absolute(),
         output_uri=env.get("MEDTRINITY_OUTPUT") or "data/output",
-        shard_size=_int(env, "MEDTRINITY_SHARD_SIZE", 16),
-        context_slices=_int(env, "MEDTRINITY_CONTEXT_SLICES", 2),
+        shard_size=_number(env, "MEDTRINITY_SHARD_SIZE", 16),
+        context_slices=_number(env, "MEDTRINITY_CONTEXT_SLICES", 2),
         runner=env.get("MEDTRINITY_RUNNER") or "ray",
         ray_address=env.get("RAY_ADDRESS") or None,
-        ray_num_cpus=int(ray_cpus) if ray_cpus else None,
-        parallel_shards=_int(env, "MEDTRINITY_PARALLEL_SHARDS", 8 if env.get("RAY_ADDRESS") else 1),
+        ray_num_cpus=_number(env, "MEDTRINITY_RAY_NUM_CPUS", None),
+        parallel_shards=_number(env, "MEDTRINITY_PARALLEL_SHARDS", 8 if env.get("RAY_ADDRESS") else 1),
         s3_endpoint_url=env.get("MEDTRINITY_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
-        min_pass_rate=float(env.get("MEDTRINITY_MIN_PASS_RATE") or 0.9),
+        min_pass_rate=_number(env, "MEDTRINITY_MIN_PASS_RATE", 0.9, kind=float),
     )

@@ -64,15 +64,19 @@ def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
         raise SourceNotFound(
             f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)"
         )
-    try:
-        entries = json.loads(listing.read_text())["training"]
-    except (ValueError, KeyError) as exc:
-        raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc})") from None
     inputs = {}
-    for entry in entries:
-        image = str(Path(entry["image"]).as_posix()).removeprefix("./")
-        label = str(Path(entry["label"]).as_posix()).removeprefix("./") if entry.get("label") else None
-        inputs[image] = {"source_relpath": image, "label_relpath": label}
+    try:
+        for entry in json.loads(listing.read_text())["training"]:
+            image = Path(entry["image"]).as_posix()  # Path drops the "./" Decathlon writes
+            label = Path(entry["label"]).as_posix() if entry.get("label") else None
+            inputs[image] = {"source_relpath": image, "label_relpath": label}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
+    for item in inputs.values():
+        if any(
+            Path(p).is_absolute() or ".." in Path(p).parts for p in (item["source_relpath"], item["label_relpath"]) if p
+        ):
+            item["reject_reason"] = "path in dataset.json points outside the source directory"
     images_dir = root / "imagesTr"
     for path in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
         relpath = f"imagesTr/{path.name}"

@@ -50,12 +50,8 @@ def test_run_accounts_for_every_input_and_record(inprocess):
 
 
 def test_unlisted_image_files_are_rejected_not_ignored(samples_dir, inprocess, tmp_path, monkeypatch):
-    import shutil
-
-    copy = tmp_path / "samples"
-    shutil.copytree(samples_dir, copy)
-    (copy / "synthetic_ct_abdomen" / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"\x00\x05\x16\x07")
-    monkeypatch.setenv("MEDTRINITY_SAMPLES_DIR", str(copy))
+    root = _copy_source(samples_dir, tmp_path, monkeypatch)
+    (root / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
     result = run_source("synthetic_ct_abdomen", progress=lambda line: None)
     assert result["counts"]["inputs"] == 9 and result["counts"]["rejected"] == 5
 
@@ -115,3 +111,51 @@ def test_cli_prints_one_line_errors(inprocess, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("medtrinity: error: source synthetic_ct_abdomen: directory")
+
+
+def _copy_source(samples_dir, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "samples"
+    shutil.copytree(samples_dir, copy)
+    monkeypatch.setenv("MEDTRINITY_SAMPLES_DIR", str(copy))
+    return copy / "synthetic_ct_abdomen"
+
+
+def test_dataset_json_paths_outside_the_source_are_rejected(samples_dir, inprocess, tmp_path, monkeypatch):
+    import json
+
+    root = _copy_source(samples_dir, tmp_path, monkeypatch)
+    listing = json.loads((root / "dataset.json").read_text())
+    listing["training"].append({"image": "../../etc/passwd", "label": "./labelsTr/phantom_000.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(listing))
+    result = run_source("synthetic_ct_abdomen", progress=lambda line: None)
+    manifest = LocalStore(inprocess["MEDTRINITY_OUTPUT"]).read_json(manifest_key("synthetic_ct_abdomen"))
+    assert {"input": "../../etc/passwd", "reason": "path in dataset.json points outside the source directory"} in (
+        manifest["rejected"]
+    )
+    assert result["counts"]["inputs"] == result["counts"]["used"] + result["counts"]["rejected"] == 9
+
+
+def test_malformed_dataset_json_is_a_clear_error(samples_dir, inprocess, tmp_path, monkeypatch):
+    from medtrinity_tasks.errors import MedtrinityError
+
+    root = _copy_source(samples_dir, tmp_path, monkeypatch)
+    (root / "dataset.json").write_text('{"training": [{"label": "x"}]}')
+    with pytest.raises(MedtrinityError, match="is not a Decathlon dataset.json"):
+        plan_shards("synthetic_ct_abdomen")
+
+
+def test_bad_setting_is_a_one_line_error(inprocess):
+    env = dict(inprocess, MEDTRINITY_SHARD_SIZE="lots", PATH="/usr/bin:/bin")
+    done = subprocess.run(
+        [sys.executable, "-m", "medtrinity_tasks.cli", "run", "synthetic_ct_abdomen"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr.strip()) == (
+        2,
+        "medtrinity: error: MEDTRINITY_SHARD_SIZE must be an integer, got 'lots'",
+    )

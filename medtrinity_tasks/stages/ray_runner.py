@@ -8,6 +8,7 @@ same schema whichever stage produced it. This is the only module of the library 
 from __future__ import annotations
 
 import logging
+import sys
 
 import pyarrow as pa
 import ray
@@ -32,7 +33,7 @@ def ensure_ray(settings: Settings) -> None:
         configure_logging=False,
     )
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = sys.stderr.isatty()  # live progress in a terminal, none in task logs
     # Per-operator reservations split a small cluster so that each step runs about one task at a
     # time; with it off, tasks fill every CPU (measured: 16 CPU-bound tasks on 2 CPUs, 1.07 s -> 0.56 s).
     context.op_resource_reservation_enabled = False
