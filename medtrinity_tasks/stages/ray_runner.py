@@ -17,8 +17,6 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.records import ROW_SCHEMA, rows_to_table
 from medtrinity_tasks.stages.base import Stage
 
-log = logging.getLogger(__name__)
-
 
 def ensure_ray(settings: Settings) -> None:
     """Join ``RAY_ADDRESS`` when set, else start a private local Ray once per process (never a
