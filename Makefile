@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCE ?= synthetic_ct_abdomen
+SOURCES ?= synthetic_ct_abdomen synthetic_dermoscopy
 
 export MEDTRINITY_SAMPLES_DIR ?= $(CURDIR)/data/samples
 export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
@@ -25,14 +25,17 @@ install: $(VENV)/.installed
 	mkdir -p .airflow
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > .airflow/migrate.log 2>&1 || (tail -20 .airflow/migrate.log; exit 1)
 
-# The sample source's DAG under `airflow dags test` (SQLite, project-local Airflow home), then a summary.
+# Each sample source's DAG under `airflow dags test` (SQLite, project-local Airflow home), then a summary.
 demo: .airflow/airflow.db
 	$(BIN)/medtrinity samples
-	@echo "running DAG medtrinity__$(SOURCE) with airflow dags test (log: .airflow/demo-run.log) ..."
-	@$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity__$(SOURCE) -c '{"force": true}' > .airflow/demo-run.log 2>&1 \
-		|| (tail -40 .airflow/demo-run.log; echo "demo run failed: see .airflow/demo-run.log"; exit 1)
-	@$(BIN)/medtrinity show $(SOURCE)
-	@echo "output: $(MEDTRINITY_OUTPUT)/sources/$(SOURCE)  (load the shards with datasets.load_dataset('parquet', data_files=...))"
+	@for source in $(SOURCES); do \
+		echo "running DAG medtrinity__$$source with airflow dags test (log: .airflow/demo-$$source.log) ..."; \
+		$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity__$$source -c '{"force": true}' > .airflow/demo-$$source.log 2>&1 \
+			|| { tail -40 .airflow/demo-$$source.log; echo "demo run failed: see .airflow/demo-$$source.log"; exit 1; }; \
+		$(BIN)/medtrinity show $$source; \
+		echo "output: $(MEDTRINITY_OUTPUT)/sources/$$source"; echo; \
+	done
+	@echo "load shards with datasets.load_dataset('parquet', data_files='$(MEDTRINITY_OUTPUT)/sources/<source>/shards/*.parquet')"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

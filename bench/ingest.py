@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python bench/ingest.py   (or `make bench`)
 
-* Input: ``write_samples(tmp, cases=CASES)`` in a temporary directory (removed at the end).
+* Input: ``write_ct_abdomen(tmp, cases=CASES)`` in a temporary directory (removed at the end).
 * Bare work: for every volume, ``read_nifti`` (image and label) -> ``choose_slices`` ->
   ``axial_view`` -> ``window_to_uint8`` -> ``encode_png``, in one plain Python loop in this
   process (one core).
@@ -80,7 +80,7 @@ from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
 from medtrinity_tasks.preprocess.slicing import axial_view, choose_slices
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.readers import read_nifti
-from medtrinity_tasks.sources.samples import write_samples
+from medtrinity_tasks.sources.samples import write_ct_abdomen
 
 
 def bare(
@@ -124,7 +124,7 @@ def main() -> int:
     settings = load_settings()
     source = get_source(SOURCE_ID)
     t0 = time.perf_counter()
-    root = write_samples(SAMPLES, cases=CASES)
+    root = write_ct_abdomen(SAMPLES, cases=CASES)
     print(
         f"input: {CASES} phantom volumes in {root} ({time.perf_counter() - t0:.1f}s to write)",
         flush=True,

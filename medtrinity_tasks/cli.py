@@ -11,13 +11,16 @@ from pathlib import Path
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
 
+SAMPLE_SOURCE_IDS = ("synthetic_ct_abdomen", "synthetic_dermoscopy")  # listed here: the CLI parses without numpy
+
 
 def _samples(args) -> None:
-    from medtrinity_tasks.sources.samples import write_samples
+    from medtrinity_tasks.sources.samples import SAMPLE_SOURCES
 
     out = Path(args.out) if args.out else load_settings().samples_dir
-    root = write_samples(out, cases=args.cases, bad_inputs=args.with_bad_inputs)
-    print(f"wrote synthetic source to {root} (SYNTHETIC phantoms, not patient data)")
+    for source_id in args.source or sorted(SAMPLE_SOURCES):
+        root = SAMPLE_SOURCES[source_id](out, cases=args.cases, bad_inputs=args.with_bad_inputs)
+        print(f"wrote sample source {source_id} to {root} (SYNTHETIC, not patient data)")
 
 
 def _sources_list(args) -> None:
@@ -72,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medtrinity", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    samples = commands.add_parser("samples", help="write the synthetic sample source")
+    samples = commands.add_parser("samples", help="write the synthetic sample sources")
     samples.add_argument("--out", help="directory (default: MEDTRINITY_SAMPLES_DIR or data/samples)")
-    samples.add_argument("--cases", type=int, default=8, help="number of phantom volumes (default 8)")
+    samples.add_argument("--source", action="append", choices=sorted(SAMPLE_SOURCE_IDS), help="only this one")
+    samples.add_argument("--cases", type=int, default=8, help="images or volumes per source (default 8)")
     samples.add_argument("--with-bad-inputs", action="store_true", help="add four broken inputs, to see rejects")
     samples.set_defaults(func=_samples)
 

@@ -8,7 +8,6 @@ same functions serve the Airflow tasks, the ``medtrinity run`` command and the t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -17,12 +16,14 @@ from pathlib import Path
 
 from medtrinity_tasks import PIPELINE_VERSION
 from medtrinity_tasks.config import Settings, load_settings
-from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
+from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.generation.template import TemplateDescription
 from medtrinity_tasks.preprocess.captions import CoarseCaption
+from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.roi.annotations import AnnotationRois
 from medtrinity_tasks.sources.catalog import SourceEntry, get_source
+from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.stages import Stage, run_inprocess
 from medtrinity_tasks.storage import Store, open_store
 from medtrinity_tasks.storage.shards import (
@@ -43,46 +44,17 @@ class GateFailed(MedtrinityError):
     """Too few records passed the quality gate to publish the run."""
 
 
+LOADERS = {"nifti": VolumeSlicer, "image2d": PlanarImageLoader}
+"""The first stage per source format: input files -> 2D image rows with their label slices, or rejects."""
+
+
 def build_stages(source: SourceEntry, settings: Settings) -> list[Stage]:
     return [
-        VolumeSlicer(source, settings),  # volumes -> 2D slices (or rejects)
+        LOADERS[source.format](source, settings),  # input files -> 2D images (or rejects)
         AnnotationRois(source),  # label slices -> described ROIs
         CoarseCaption(source),  # metadata -> coarse caption
         TemplateDescription(),  # facts -> five-section description
     ]
-
-
-def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
-    """The source's input files from its Decathlon ``dataset.json``; image files it does not list
-    are inputs too, rejected, so that every file in ``imagesTr`` is accounted for."""
-    root = source.location_path(settings)
-    if not root.is_dir():
-        hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
-        raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
-    listing = root / "dataset.json"
-    if not listing.is_file():
-        raise SourceNotFound(
-            f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)"
-        )
-    inputs = {}
-    try:
-        for entry in json.loads(listing.read_text())["training"]:
-            image = Path(entry["image"]).as_posix()  # Path drops the "./" Decathlon writes
-            label = Path(entry["label"]).as_posix() if entry.get("label") else None
-            inputs[image] = {"source_relpath": image, "label_relpath": label}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
-    for item in inputs.values():
-        if any(
-            Path(p).is_absolute() or ".." in Path(p).parts for p in (item["source_relpath"], item["label_relpath"]) if p
-        ):
-            item["reject_reason"] = "path in dataset.json points outside the source directory"
-    images_dir = root / "imagesTr"
-    for path in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
-        relpath = f"imagesTr/{path.name}"
-        if path.is_file() and relpath not in inputs:
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": "not listed in dataset.json"}
-    return [inputs[key] for key in sorted(inputs)]
 
 
 def plan_shards(

@@ -27,7 +27,7 @@ import requests
 from tests.conftest import BIN, SOURCE_ID, airflow_env
 
 DAG_ID = f"medtrinity__{SOURCE_ID}"
-BAD_INPUTS = 4  # write_samples(bad_inputs=True) adds four inputs that must be rejected
+BAD_INPUTS = 4  # write_ct_abdomen(bad_inputs=True) adds four inputs that must be rejected
 START_TIMEOUT = 180  # s: database migration + API server start
 DAG_TIMEOUT = 120  # s: first parse of the DAG file
 RUN_TIMEOUT = 300  # s: the run itself (Ray starts once per mapped task)

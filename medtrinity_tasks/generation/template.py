@@ -7,7 +7,7 @@ engine's output is compared against.
 
 from __future__ import annotations
 
-from medtrinity_tasks.preprocess.captions import MODALITY_NAMES, join_words
+from medtrinity_tasks.preprocess.captions import image_kind, join_words
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
 from medtrinity_tasks.stages.base import Stage
@@ -23,33 +23,34 @@ SECTION_TITLES = {
 MAX_ROIS_NAMED = 3
 
 
-def _roi_size_mm(roi: dict, spacing_mm: list[float]) -> str:
+def _roi_size(roi: dict, spacing_mm: list[float] | None) -> str:
     x0, y0, x1, y1 = roi["bbox_xyxy"]
+    if not spacing_mm:  # photographs and most 2D sources carry no pixel spacing
+        return f"{x1 - x0:.0f} x {y1 - y0:.0f} pixels"
     row_mm, col_mm = spacing_mm[0], spacing_mm[1]
     return f"{(x1 - x0) * col_mm:.0f} x {(y1 - y0) * row_mm:.0f} mm"
 
 
 def describe(record: dict) -> dict[str, str]:
-    modality = MODALITY_NAMES.get(record["modality"], record["modality"])
-    col_dir = record["patient_orientation"][0]
-    view = f"the patient's {WORDS[col_dir]} is on the image right"
-    sections = {
-        "modality": f"{record['axis'].capitalize()} {modality} image; {view}.",
-    }
+    orientation = record.get("patient_orientation")
+    view = f"; the patient's {WORDS[orientation[0]]} is on the image right" if orientation else ""
+    sections = {"modality": f"{image_kind(record, record['modality'])}{view}."}
     anatomy = record.get("anatomy") or []
-    spacing = record["spacing_mm"]
+    spacing = record.get("spacing_mm")
     sections["organ_tissue"] = (
-        f"The slice shows the {join_words(anatomy)}. " if anatomy else "No labelled organ is in view. "
-    ) + f"Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm."
+        f"The image shows the {join_words(anatomy)}." if anatomy else "No labelled organ is in view."
+    ) + (
+        f" Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm." if spacing else ""
+    )
     rois = (record.get("rois") or [])[:MAX_ROIS_NAMED]
     more = len(record.get("rois") or []) - len(rois)
     if not rois:
-        sections["roi_location"] = "No region of interest is annotated on this slice; it shows anatomical context."
-        sections["roi_texture"] = "Not applicable: the slice holds no annotated region."
+        sections["roi_location"] = "No region of interest is annotated on this image; it shows anatomical context."
+        sections["roi_texture"] = "Not applicable: the image holds no annotated region."
         sections["region_relationship"] = "No lesion is annotated; the organs in view serve as anatomical context."
     else:
         sections["roi_location"] = " ".join(
-            f"A {roi['label']} of about {_roi_size_mm(roi, spacing)} lies in the {roi['location']}, "
+            f"A {roi['label']} of about {_roi_size(roi, spacing)} lies in the {roi['location']}, "
             f"covering {100 * roi['area_fraction']:.1f}% of the image."
             for roi in rois
         ) + (f" {more} further region(s) are annotated." if more > 0 else "")

@@ -12,6 +12,14 @@ from medtrinity_tasks.stages.base import Stage
 MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "radiograph"}
 
 
+def image_kind(row: dict, modality: str) -> str:
+    """'Axial computed tomography (CT) slice', or 'Dermoscopy image' for a 2D source."""
+    name = MODALITY_NAMES.get(modality, modality)
+    if row["axis"] == "image":
+        return f"{name[0].upper()}{name[1:]} image"
+    return f"{row['axis'].capitalize()} {name} slice"
+
+
 def join_words(words: list[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
@@ -19,10 +27,10 @@ def join_words(words: list[str]) -> str:
 
 
 def coarse_caption(row: dict, source: SourceEntry) -> str:
-    modality = MODALITY_NAMES.get(source.modality, source.modality)
-    text = f"{row['axis'].capitalize()} {modality} slice of the {source.body_region}"
-    if row.get("anatomy"):
-        text += f" showing the {join_words(row['anatomy'])}"
+    text = f"{image_kind(row, source.modality)} of the {source.body_region}"
+    shown = [part for part in row.get("anatomy") or [] if part != source.body_region]
+    if shown:
+        text += f" showing the {join_words(shown)}"
     counts: dict[str, int] = {}
     for roi in row.get("rois") or []:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
@@ -30,7 +38,7 @@ def coarse_caption(row: dict, source: SourceEntry) -> str:
         findings = [f"{label} ({n} region{'s' if n > 1 else ''})" for label, n in counts.items()]
         text += f"; annotated findings: {join_words(findings)}"
     else:
-        text += "; no lesion annotated on this slice"
+        text += "; no lesion annotated"
     return text + "."
 
 

@@ -79,9 +79,9 @@ class AnnotationRois(Stage):
             "area_fraction": float(mask.sum()) / mask.size,
             "centroid_xy": list(centroid),
             "location": describe_location(
-                centroid, row["width"], row["height"], row["patient_orientation"], self.source.body_region, organ
+                centroid, row["width"], row["height"], row.get("patient_orientation"), self.source.body_region, organ
             ),
-            "texture": describe_texture(pixels[window], mask[window], ring, self.source.modality),
+            "texture": describe_texture(pixels[window], mask[window], ring, self.source.modality, self.source.colour),
             "origin": "annotation",
             "organ": organ,
         }

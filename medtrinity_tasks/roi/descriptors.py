@@ -17,15 +17,23 @@ def surrounding_ring(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=RING_PIXELS) & ~mask
 
 
-def describe_texture(pixels: np.ndarray, mask: np.ndarray, ring: np.ndarray, modality: str) -> str:
-    suffix = "dense" if modality.upper() == "CT" else "intense"
-    inside = pixels[mask].astype(np.float32)
-    around = pixels[ring].astype(np.float32)
+def describe_texture(
+    pixels: np.ndarray, mask: np.ndarray, ring: np.ndarray, modality: str, photographic: bool = False
+) -> str:
+    """Contrast against the ring around the region, and homogeneity inside it, in the words of the
+    modality: -dense for CT, -intense for other radiology, darker/brighter for photographs."""
+    grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels
+    inside = grey[mask].astype(np.float32)
+    around = grey[ring].astype(np.float32)
     if around.size == 0:
-        contrast = "of undetermined density" if suffix == "dense" else "of undetermined intensity"
+        contrast = "of undetermined contrast"
     else:
         delta = inside.mean() - around.mean()
-        level = "iso" if abs(delta) < CONTRAST_LEVELS else ("hyper" if delta > 0 else "hypo")
-        contrast = f"{level}{suffix} relative to the surrounding tissue"
+        level = 1 if abs(delta) < CONTRAST_LEVELS else (2 if delta > 0 else 0)
+        if photographic:
+            contrast = ("darker than", "similar in tone to", "brighter than")[level] + " the surrounding tissue"
+        else:
+            suffix = "dense" if modality.upper() == "CT" else "intense"
+            contrast = f"{('hypo', 'iso', 'hyper')[level]}{suffix} relative to the surrounding tissue"
     texture = "heterogeneous" if inside.std() > HETEROGENEOUS_STD else "homogeneous"
     return f"{contrast}, {texture}"

@@ -27,13 +27,16 @@ def describe_location(
     centroid_xy: tuple[float, float],
     width: int,
     height: int,
-    patient_orientation: list[str],
+    patient_orientation: list[str] | None,
     region: str,
     organ: str | None = None,
 ) -> str:
-    """E.g. 'right anterior abdomen, within the liver'."""
-    col_dir, row_dir = patient_orientation
+    """E.g. 'right anterior abdomen, within the liver'; without a patient orientation (photographs,
+    endoscopy) the words are the image's own, e.g. 'upper left part of the image'."""
     x, y = centroid_xy
+    if not patient_orientation:
+        return _image_location((x + 0.5) / width, (y + 0.5) / height)
+    col_dir, row_dir = patient_orientation
     parts = []
     for fraction, direction in (((x + 0.5) / width, col_dir), ((y + 0.5) / height, row_dir)):
         side = side_along(fraction, direction)
@@ -44,3 +47,11 @@ def describe_location(
     parts.sort(key=lambda word: word not in ("left", "right", "midline"))  # laterality first
     place = f"{' '.join(parts)} {region}" if parts else f"central {region}"
     return f"{place}, within the {organ}" if organ else place
+
+
+def _image_location(fx: float, fy: float) -> str:
+    low, high = CENTRAL_BAND
+    vertical = "upper" if fy < low else "lower" if fy > high else None
+    horizontal = "left" if fx < low else "right" if fx > high else None
+    words = [w for w in (vertical, horizontal) if w]
+    return f"{' '.join(words)} part of the image" if words else "centre of the image"

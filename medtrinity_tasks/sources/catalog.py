@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
@@ -44,6 +44,22 @@ class Slicing(BaseModel):
     """Slices without annotation kept per volume; unset uses MEDTRINITY_CONTEXT_SLICES."""
 
 
+class ImageMaskLayout(BaseModel):
+    """2D images with one mask image each (ISIC, Kvasir-SEG style): ``<masks_dir>/<image stem><mask_suffix>``."""
+
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ".png"
+    """What replaces the image's extension to name its mask, e.g. "_segmentation.png" for ISIC."""
+    mask_values: Literal["binary", "labels"] = "binary"
+    """binary: any pixel above 127 is label 1 (JPEG masks are noisy); labels: pixel values are labels."""
+
+
+LAYOUTS = {"nifti": {"msd"}, "image2d": {"image_mask"}}
+"""The layouts each format may come in."""
+
+
 class SourceEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -52,8 +68,12 @@ class SourceEntry(BaseModel):
     licence: str
     modality: str
     body_region: str
-    format: Literal["nifti"]
-    layout: Literal["msd"]
+    format: Literal["nifti", "image2d"]
+    layout: Literal["msd", "image_mask"]
+    image_mask: ImageMaskLayout = ImageMaskLayout()
+    """Options of the image_mask layout."""
+    colour: bool = False
+    """Keep RGB (dermoscopy, endoscopy, pathology); otherwise images are converted to grey."""
     location: str
     labels: dict[int, Label]
     window: Window | None = None
@@ -61,6 +81,14 @@ class SourceEntry(BaseModel):
     slicing: Slicing = Slicing()
     min_pass_rate: float | None = Field(default=None, ge=0, le=1)
     synthetic: bool = False
+
+    @model_validator(mode="after")
+    def _layout_fits_format(self) -> SourceEntry:
+        if self.layout not in LAYOUTS[self.format]:
+            raise ValueError(
+                f"layout {self.layout!r} does not fit format {self.format!r} ({sorted(LAYOUTS[self.format])})"
+            )
+        return self
 
     @field_validator("labels")
     @classmethod

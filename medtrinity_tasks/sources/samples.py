@@ -1,9 +1,12 @@
-"""A synthetic CT-like source in the Medical Segmentation Decathlon layout, for demos and tests.
+"""Synthetic sample sources, one per supported format, for demos and tests. All computer-generated,
+no patient data, and labelled so in the files they write.
 
-The phantoms are computer-generated (no patient data) and say so in ``dataset.json``. Lesions
-have known size and position in known organs, and each case is stored with a different,
-non-trivial affine (flipped axes, offsets, anisotropic voxels), so orientation handling is
-exercised end to end. ``ground_truth.json`` lists every lesion in patient terms.
+- ``synthetic_ct_abdomen``: CT-like phantoms in the Medical Segmentation Decathlon layout. Lesions
+  have known size and position in known organs, and each case is stored with a different,
+  non-trivial affine (flipped axes, offsets, anisotropic voxels), so orientation handling is
+  exercised end to end. ``ground_truth.json`` lists every lesion in patient terms.
+- ``synthetic_dermoscopy``: RGB skin images with one pigmented lesion each and ISIC-style binary
+  masks (``masks/<stem>_segmentation.png``); ``ground_truth.json`` gives each lesion's box.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE_ID = "synthetic_ct_abdomen"
+CT_SOURCE_ID = "synthetic_ct_abdomen"
+DERMOSCOPY_SOURCE_ID = "synthetic_dermoscopy"
 SHAPE = (512, 512, 40)  # a clinical CT matrix, 5 mm slices
 SPACING = (0.75, 0.75, 5.0)  # mm along the stored array axes
 ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # stored axis codes, cycled over cases
@@ -95,7 +99,7 @@ def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) 
     return np.round(hu).astype(np.int16), labels
 
 
-def write_samples(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False) -> Path:
+def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False) -> Path:
     """Write the sample source under ``out/synthetic_ct_abdomen`` and return that directory.
 
     ``bad_inputs`` adds four broken cases (truncated file, mismatched mask, empty mask, a text file
@@ -103,9 +107,7 @@ def write_samples(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = F
     """
     import nibabel as nib
 
-    root = Path(out) / SOURCE_ID
-    if root.exists():
-        shutil.rmtree(root)
+    root = _fresh(Path(out) / CT_SOURCE_ID)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(seed)
@@ -141,6 +143,12 @@ def write_samples(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = F
     return root
 
 
+def _fresh(root: Path) -> Path:
+    if root.exists():
+        shutil.rmtree(root)
+    return root
+
+
 def _write_bad_inputs(root: Path, rng: np.random.Generator) -> list[dict]:
     import nibabel as nib
 
@@ -161,3 +169,63 @@ def _write_bad_inputs(root: Path, rng: np.random.Generator) -> list[dict]:
     save("bad_not_nifti.nii.gz", nib.Nifti1Image(hu, affine), nib.Nifti1Image(labels, affine))
     (root / "imagesTr" / "bad_not_nifti.nii.gz").write_text("this is a text file, not a NIfTI volume\n")
     return entries
+
+
+SKIN_RGB = (224, 178, 148)
+LESION_RGB = (112, 72, 52)
+DERMOSCOPY_SIZE = (320, 240)  # width, height
+BAD_DERMOSCOPY = {
+    "images/bad_zero_bytes.jpg": "not a readable image",
+    "images/bad_text.jpg": "not a readable image",
+    "images/bad_mask_size.jpg": "mask size (100, 100) differs from image size (320, 240)",
+    "images/bad_no_mask.jpg": "file is missing: bad_no_mask_segmentation.png",
+    "masks/orphan_segmentation.png": "mask file without a matching image",
+}
+"""The broken inputs ``write_dermoscopy(bad_inputs=True)`` adds, and the start of each reject reason."""
+
+
+def write_dermoscopy(out: Path, cases: int = 8, seed: int = 11, bad_inputs: bool = False) -> Path:
+    """Write the 2D sample source under ``out/synthetic_dermoscopy`` and return that directory."""
+    from PIL import Image
+
+    root = _fresh(Path(out) / DERMOSCOPY_SOURCE_ID)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "SYNTHETIC.txt").write_text(
+        "Computer-generated dermoscopy-like images for pipeline tests; not patient data.\n"
+    )
+    rng = np.random.default_rng(seed)
+    width, height = DERMOSCOPY_SIZE
+    ys, xs = np.mgrid[0:height, 0:width]
+    truth = {}
+    for case in range(cases):
+        # lesion centres walk over a 3 x 3 grid of the image so that every location word occurs
+        cx = width * (0.2 + 0.3 * (case % 3)) + rng.uniform(-8, 8)
+        cy = height * (0.2 + 0.3 * ((case // 3) % 3)) + rng.uniform(-8, 8)
+        a, b = rng.uniform(18, 40), rng.uniform(14, 30)
+        mask = ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
+        shading = 1.0 - 0.15 * ((xs - width / 2) ** 2 + (ys - height / 2) ** 2) / (width * height / 2)
+        pixels = np.array(SKIN_RGB, np.float32) * shading[..., None]
+        pixels[mask] = LESION_RGB
+        pixels += rng.normal(0.0, 6.0, pixels.shape)
+        name = f"synthetic_{case:04d}"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / "images" / f"{name}.jpg", quality=92)
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "masks" / f"{name}_segmentation.png")
+        x0, x1 = np.flatnonzero(mask.any(axis=0))[[0, -1]]
+        y0, y1 = np.flatnonzero(mask.any(axis=1))[[0, -1]]
+        truth[f"images/{name}.jpg"] = {"bbox_xyxy": [int(x0), int(y0), int(x1) + 1, int(y1) + 1]}
+    if bad_inputs:
+        image = Image.fromarray(np.full((height, width, 3), SKIN_RGB, np.uint8))
+        (root / "images" / "bad_zero_bytes.jpg").write_bytes(b"")
+        (root / "masks" / "bad_zero_bytes_segmentation.png").write_bytes(b"")
+        (root / "images" / "bad_text.jpg").write_text("not an image\n")
+        image.save(root / "images" / "bad_mask_size.jpg")
+        Image.fromarray(np.zeros((100, 100), np.uint8)).save(root / "masks" / "bad_mask_size_segmentation.png")
+        image.save(root / "images" / "bad_no_mask.jpg")
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(root / "masks" / "orphan_segmentation.png")
+    (root / "ground_truth.json").write_text(json.dumps(truth, indent=2))
+    return root
+
+
+SAMPLE_SOURCES = {CT_SOURCE_ID: write_ct_abdomen, DERMOSCOPY_SOURCE_ID: write_dermoscopy}
+"""Every sample source by catalog id, with the function that writes it."""

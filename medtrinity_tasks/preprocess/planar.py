@@ -1,0 +1,68 @@
+"""2D sources: each image with its mask becomes one record (no slicing, no patient orientation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
+from medtrinity_tasks.records import record_id
+from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
+from medtrinity_tasks.stages.base import Stage
+
+
+def to_8bit(pixels: np.ndarray, colour: bool) -> np.ndarray:
+    """8-bit grey, or 8-bit RGB when the source keeps colour; deeper images are scaled by percentiles."""
+    if pixels.dtype != np.uint8:
+        return window_to_uint8(pixels if pixels.ndim == 2 else pixels.mean(axis=2))
+    if pixels.ndim == 3 and not colour:
+        return np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # ITU-R 601 luma
+    return pixels
+
+
+class PlanarImageLoader(Stage):
+    """Reads an image and its mask; emits one record row, or a reject with the reason."""
+
+    name = "load_images"
+    version = "1"
+    batch_size = 16  # 2D images are small: several per task
+
+    def __init__(self, source: SourceEntry, settings: Settings):
+        self.source = source
+        self.root = source.location_path(settings)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        out = []
+        for row in rows:
+            try:
+                out.append(self.load(row))
+            except InputRejected as reject:
+                out.append(dict(row, reject_reason=str(reject)))
+        return out
+
+    def load(self, row: dict) -> dict:
+        pixels = read_image(self.root / row["source_relpath"])
+        mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
+        if mask.shape != pixels.shape[:2]:
+            raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
+        unknown = sorted(set(np.flatnonzero(np.bincount(mask.ravel())).tolist()) - set(self.source.labels) - {0})
+        if unknown:
+            raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
+        image = to_8bit(pixels, self.source.colour)
+        height, width = image.shape[:2]
+        stem = Path(row["source_relpath"]).name.rsplit(".", 1)[0]
+        return dict(
+            row,
+            id=record_id(self.source.id, row["source_relpath"], "image", 0),
+            modality=self.source.modality,
+            image={"bytes": encode_png(image), "path": f"{self.source.id}/{stem}.png"},
+            width=width,
+            height=height,
+            axis="image",
+            slice_index=0,
+            label_slice=np.ascontiguousarray(mask, dtype="<u2").tobytes(),
+        )
