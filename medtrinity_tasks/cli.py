@@ -33,6 +33,21 @@ def _sources_list(args) -> None:
         print(f"{entry.id:28} {entry.modality:4} {entry.body_region:10} {entry.licence:12} {staged:10} {path}")
 
 
+def _sources_check(args) -> int:
+    from medtrinity_tasks.sources.catalog import get_source
+    from medtrinity_tasks.sources.layouts import check_staged
+
+    settings = load_settings()
+    source = get_source(args.source_id, settings)
+    inputs, problems = check_staged(source, settings)
+    where = source.location_path(settings)
+    print(f"{source.id}: {len(inputs)} input files at {where} ({source.format}, layout {source.layout})")
+    for problem in problems:
+        print(f"  problem: {problem}")
+    print("matches the layout" if not problems else f"{len(problems)} problem(s): a run would reject these inputs")
+    return 1 if problems else 0
+
+
 def _run(args) -> None:
     from medtrinity_tasks.pipeline import run_source
 
@@ -84,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sources = commands.add_parser("sources", help="the source catalog").add_subparsers(dest="action", required=True)
     sources.add_parser("list", help="list catalog sources and whether they are staged").set_defaults(func=_sources_list)
+    check = sources.add_parser("check", help="does a staged source match its layout? (exit 1 if not)")
+    check.add_argument("source_id")
+    check.set_defaults(func=_sources_check)
 
     run = commands.add_parser("run", help="run one source on Ray, without Airflow")
     run.add_argument("source_id")
@@ -107,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except MedtrinityError as exc:
         print(f"medtrinity: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class Settings:
     """MEDTRINITY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL): an S3 API server other than AWS."""
     min_pass_rate: float
     """MEDTRINITY_MIN_PASS_RATE: the gate's default threshold when a source sets none."""
+    catalog_dirs: tuple[Path, ...] = ()
+    """MEDTRINITY_CATALOG_DIRS: more directories of catalog YAML files (os.pathsep-separated)."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -57,4 +59,7 @@ def load_settings(env: dict | None = None) -> Settings:
         parallel_shards=_number(env, "MEDTRINITY_PARALLEL_SHARDS", 8 if env.get("RAY_ADDRESS") else 1),
         s3_endpoint_url=env.get("MEDTRINITY_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
         min_pass_rate=_number(env, "MEDTRINITY_MIN_PASS_RATE", 0.9, kind=float),
+        catalog_dirs=tuple(
+            Path(p).absolute() for p in (env.get("MEDTRINITY_CATALOG_DIRS") or "").split(os.pathsep) if p
+        ),
     )

@@ -67,7 +67,7 @@ def plan_shards(
     run_id: str | None = None,
 ) -> list[dict]:
     settings = load_settings()
-    source = get_source(source_id)
+    source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
     open_store(output_uri, settings)  # an unreachable store fails here, before any work
     inputs = list_inputs(source, settings)[: limit or None]
@@ -112,7 +112,7 @@ def process_shard(shard: dict) -> dict:
     """Run the stages over one shard's inputs, gate the records, and write shard, quarantine and
     accounting. A shard finished by this pipeline version is skipped unless ``force``."""
     settings = load_settings()
-    source = get_source(shard["source_id"])
+    source = get_source(shard["source_id"], settings)
     store = open_store(shard["output_uri"], settings)
     wkey = work_key(source.id, shard["shard_id"])
     relpaths = [item["source_relpath"] for item in shard["inputs"]]
@@ -207,7 +207,7 @@ def _top(reasons: Counter) -> str:
 def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = None) -> dict:
     """Fail the run when the share of produced records that passed is below the source's threshold."""
     settings = load_settings()
-    source = get_source(source_id)
+    source = get_source(source_id, settings)
     threshold = source.min_pass_rate if source.min_pass_rate is not None else settings.min_pass_rate
     totals = _totals(summaries)
     pass_rate = totals["records"] / totals["produced"] if totals["produced"] else 0.0
@@ -232,7 +232,7 @@ def publish_source(
 ) -> dict:
     """Write the run's manifest from the shards' accounting; remove shards this plan no longer has."""
     settings = load_settings()
-    source = get_source(source_id)
+    source = get_source(source_id, settings)
     store = open_store(output_uri or settings.output_uri, settings)
     works = [store.read_json(work_key(source_id, s["shard_id"])) for s in summaries]
     counts = _totals([w["counts"] for w in works])

@@ -56,7 +56,7 @@ class ImageMaskLayout(BaseModel):
     """binary: any pixel above 127 is label 1 (JPEG masks are noisy); labels: pixel values are labels."""
 
 
-LAYOUTS = {"nifti": {"msd"}, "image2d": {"image_mask"}}
+LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask"}}
 """The layouts each format may come in."""
 
 
@@ -69,7 +69,7 @@ class SourceEntry(BaseModel):
     modality: str
     body_region: str
     format: Literal["nifti", "image2d"]
-    layout: Literal["msd", "image_mask"]
+    layout: Literal["msd", "nnunet", "image_mask"]
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
     colour: bool = False
@@ -112,26 +112,33 @@ class SourceEntry(BaseModel):
             ) from None
 
 
-@lru_cache(maxsize=4)
-def _load(catalog_dir: Path) -> dict[str, SourceEntry]:
+@lru_cache(maxsize=8)
+def _load(catalog_dirs: tuple[Path, ...]) -> dict[str, SourceEntry]:
     entries: dict[str, SourceEntry] = {}
-    for path in sorted(catalog_dir.glob("*.yaml")):
-        try:
-            entry = SourceEntry.model_validate(yaml.safe_load(path.read_text()))
-        except Exception as exc:
-            raise MedtrinityError(f"catalog entry {path.name} is invalid: {exc}") from exc
-        if entry.id != path.stem:
-            raise MedtrinityError(f"catalog entry {path.name} has id {entry.id!r}; name the file {entry.id}.yaml")
-        entries[entry.id] = entry
+    for catalog_dir in catalog_dirs:
+        if not catalog_dir.is_dir():
+            raise MedtrinityError(f"catalog directory {catalog_dir} does not exist (MEDTRINITY_CATALOG_DIRS)")
+        for path in sorted(catalog_dir.glob("*.yaml")):
+            try:
+                entry = SourceEntry.model_validate(yaml.safe_load(path.read_text()))
+            except Exception as exc:
+                raise MedtrinityError(f"catalog entry {path} is invalid: {exc}") from exc
+            if entry.id != path.stem:
+                raise MedtrinityError(f"catalog entry {path} has id {entry.id!r}; name the file {entry.id}.yaml")
+            if entry.id in entries:
+                raise MedtrinityError(f"catalog entry {path} repeats source id {entry.id!r}")
+            entries[entry.id] = entry
     return entries
 
 
-def load_catalog(catalog_dir: Path = CATALOG_DIR) -> dict[str, SourceEntry]:
-    return dict(_load(catalog_dir))
+def load_catalog(settings: Settings | None = None) -> dict[str, SourceEntry]:
+    """The shipped entries plus those in MEDTRINITY_CATALOG_DIRS (a site's own sources)."""
+    settings = settings or load_settings()
+    return dict(_load((CATALOG_DIR, *settings.catalog_dirs)))
 
 
-def get_source(source_id: str, catalog_dir: Path = CATALOG_DIR) -> SourceEntry:
-    catalog = load_catalog(catalog_dir)
+def get_source(source_id: str, settings: Settings | None = None) -> SourceEntry:
+    catalog = load_catalog(settings)
     if source_id not in catalog:
         known = ", ".join(sorted(catalog)) or "none"
         raise SourceNotFound(f"no source {source_id!r} in the catalog (known: {known})")

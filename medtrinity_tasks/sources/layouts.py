@@ -56,6 +56,29 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
     return inputs
 
 
+def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """nnU-Net v2 raw layout: ``imagesTr/<case>_<channel:04d><file_ending>`` with
+    ``labelsTr/<case><file_ending>``. Every channel file is an input (each is an image in its own
+    right, e.g. BraTS's FLAIR, T1, T1ce, T2), paired with its case's label map."""
+    listing = root / "dataset.json"
+    if not listing.is_file():
+        raise SourceNotFound(f"source {source.id}: {listing} is missing (expected the nnU-Net raw layout)")
+    try:
+        ending = json.loads(listing.read_text())["file_ending"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not an nnU-Net dataset.json ({exc!r})") from None
+    inputs = {}
+    for path in _files(root / "imagesTr"):
+        relpath = f"imagesTr/{path.name}"
+        stem = path.name.removesuffix(ending)
+        case, _, channel = stem.rpartition("_")
+        if not path.name.endswith(ending) or not case or not (len(channel) == 4 and channel.isdigit()):
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"not named <case>_<channel 0000>{ending}"}
+        else:
+            inputs[relpath] = {"source_relpath": relpath, "label_relpath": f"labelsTr/{case}{ending}"}
+    return inputs
+
+
 def _image_mask(source: SourceEntry, root: Path) -> dict[str, dict]:
     """2D images, each with its mask; a mask no image claims is rejected rather than ignored."""
     layout = source.image_mask
@@ -75,4 +98,25 @@ def _image_mask(source: SourceEntry, root: Path) -> dict[str, dict]:
     return inputs
 
 
-LISTERS = {"msd": _msd, "image_mask": _image_mask}
+LISTERS = {"msd": _msd, "nnunet": _nnunet, "image_mask": _image_mask}
+
+
+def check_staged(source: SourceEntry, settings: Settings) -> tuple[list[dict], list[str]]:
+    """The inputs a run would find, and what is wrong with the staged copy before any pixel is read:
+    a missing directory or listing, files the layout cannot place, images or labels missing."""
+    try:
+        inputs = list_inputs(source, settings)
+    except MedtrinityError as exc:
+        return [], [str(exc)]
+    root = source.location_path(settings)
+    problems = []
+    for item in inputs:
+        if item.get("reject_reason"):
+            problems.append(f"{item['source_relpath']}: {item['reject_reason']}")
+            continue
+        if not (root / item["source_relpath"]).is_file():
+            problems.append(f"{item['source_relpath']}: listed but missing")
+        label = item.get("label_relpath")
+        if label and not (root / label).is_file():
+            problems.append(f"{item['source_relpath']}: its annotation {label} is missing")
+    return inputs, problems

@@ -1,0 +1,104 @@
+"""Layouts list every file of a staged source; a site's own catalog directory adds sources."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.pipeline import run_source
+from medtrinity_tasks.sources.catalog import get_source, load_catalog
+
+NNUNET_ENTRY = {
+    "id": "site_ct_nnunet",
+    "name": "Synthetic CT phantoms in the nnU-Net raw layout",
+    "homepage": None,
+    "licence": "CC0-1.0",
+    "modality": "CT",
+    "body_region": "abdomen",
+    "format": "nifti",
+    "layout": "nnunet",
+    "synthetic": True,
+    "window": {"center": 40, "width": 400},
+    "labels": {
+        1: {"name": "liver", "kind": "organ"},
+        2: {"name": "liver tumour", "kind": "lesion", "organ": "liver", "disease": "liver tumour"},
+        3: {"name": "spleen", "kind": "organ"},
+        4: {"name": "kidney", "kind": "organ"},
+        5: {"name": "renal cyst", "kind": "lesion", "organ": "kidney", "disease": "renal cyst"},
+    },
+}
+
+
+@pytest.fixture
+def nnunet_source(samples_dir, settings_env, tmp_path, monkeypatch):
+    """The CT phantoms re-laid as an nnU-Net dataset with two channels per case, and its entry in
+    a site catalog directory."""
+    msd = samples_dir / "synthetic_ct_abdomen"
+    root = tmp_path / "Dataset901_Phantoms"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for image in sorted((msd / "imagesTr").glob("phantom_*.nii.gz")):
+        case = image.name.removesuffix(".nii.gz")
+        for channel in ("0000", "0001"):
+            shutil.copy(image, root / "imagesTr" / f"{case}_{channel}.nii.gz")
+        shutil.copy(msd / "labelsTr" / image.name, root / "labelsTr" / image.name)
+    (root / "imagesTr" / "notes.txt").write_text("stray file\n")
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0}, "file_ending": ".nii.gz"})
+    )
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "site_ct_nnunet.yaml").write_text(yaml.safe_dump(dict(NNUNET_ENTRY, location=str(root))))
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(catalog))
+    monkeypatch.setenv("MEDTRINITY_RUNNER", "inprocess")
+    return root
+
+
+def test_nnunet_layout_pairs_every_channel_with_its_case_label(nnunet_source):
+    result = run_source("site_ct_nnunet", progress=lambda line: None)
+    counts = result["counts"]
+    assert counts["inputs"] == 4 * 2 + 1 == counts["used"] + counts["rejected"]
+    assert counts["rejected"] == 1 and counts["records"] > 0
+    assert "site_ct_nnunet" in load_catalog() and "synthetic_ct_abdomen" in load_catalog()
+
+
+def test_site_catalog_errors_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(tmp_path / "missing"))
+    with pytest.raises(MedtrinityError, match="catalog directory .*missing does not exist"):
+        load_catalog()
+    (tmp_path / "dup").mkdir()
+    shipped = get_source("synthetic_ct_abdomen", load_settings({})).model_dump()
+    (tmp_path / "dup" / "synthetic_ct_abdomen.yaml").write_text(yaml.safe_dump(shipped))
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(tmp_path / "dup"))
+    with pytest.raises(MedtrinityError, match="repeats source id 'synthetic_ct_abdomen'"):
+        load_catalog()
+
+
+def _check(source_id: str, env: dict):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "medtrinity_tasks.cli", "sources", "check", source_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_sources_check_says_what_is_missing(samples_dir, settings_env, tmp_path):
+    import os
+
+    env = {**os.environ, **settings_env}
+    good = _check("synthetic_ct_abdomen", env)  # its four broken volumes are in place: only reading finds them
+    assert good.returncode == 0 and good.stdout.endswith("matches the layout\n")
+    bad = _check("synthetic_dermoscopy", env)
+    assert bad.returncode == 1
+    assert "masks/orphan_segmentation.png: mask file without a matching image" in bad.stdout
+    assert "images/bad_no_mask.jpg: its annotation masks/bad_no_mask_segmentation.png is missing" in bad.stdout
+    unstaged = _check("synthetic_dermoscopy", {**env, "MEDTRINITY_SAMPLES_DIR": str(tmp_path / "none")})
+    assert unstaged.returncode == 1 and "does not exist; run `medtrinity samples`" in unstaged.stdout
