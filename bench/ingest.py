@@ -4,7 +4,7 @@ Run from the repository root:  .venv/bin/python bench/ingest.py   (or `make benc
 
 * Input: ``write_ct_abdomen(tmp, cases=CASES)`` in a temporary directory (removed at the end).
 * Bare work: for every volume, ``read_nifti`` (image and label) -> ``choose_slices`` ->
-  ``axial_view`` -> ``window_to_uint8`` -> ``encode_png``, in one plain Python loop in this
+  ``display_view`` -> ``window_to_uint8`` -> ``encode_png``, in one plain Python loop in this
   process (one core).
 * Pipeline: the real thing, ``plan_shards`` -> ``process_shard`` for every shard (in order, as
   ``run_source`` does) -> ``gate_source`` -> ``publish_source``, on the default Ray runner.
@@ -77,7 +77,7 @@ from medtrinity_tasks.pipeline import (
     publish_source,
 )
 from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
-from medtrinity_tasks.preprocess.slicing import axial_view, choose_slices
+from medtrinity_tasks.preprocess.slicing import choose_slices, display_view
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.readers import read_nifti
 from medtrinity_tasks.sources.samples import write_ct_abdomen
@@ -98,7 +98,7 @@ def bare(
         image = read_nifti(root / image_rel)
         labels = read_nifti(root / label_rel, labels=True)
         for z in choose_slices(labels.data, lesion_values, image.data, context):
-            pixels = window_to_uint8(axial_view(image.data[:, :, z]), center, width)
+            pixels = window_to_uint8(display_view(image.data[:, :, z]), center, width)
             encode_png(pixels)
             slices += 1
     return slices, time.perf_counter() - started
@@ -151,7 +151,7 @@ def main() -> int:
     bare_times, pipe_times = [], []
     bare_slices = pipe_slices = None
     for attempt in range(1, REPEATS + 1):
-        bare_slices, seconds = bare(root, pairs, lesion_values, context, source.window)
+        bare_slices, seconds = bare(root, pairs, lesion_values, context, source.display_window())
         bare_times.append(seconds)
         print(
             f"  run {attempt}: bare     {bare_slices} slices in {seconds:.3f}s = {bare_slices / seconds:.2f} slices/s",

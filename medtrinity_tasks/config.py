@@ -29,6 +29,8 @@ class Settings:
     """MEDTRINITY_SHARD_SIZE: input files (volumes) per shard."""
     context_slices: int
     """MEDTRINITY_CONTEXT_SLICES: slices without annotation kept per volume, for context."""
+    image_size: int
+    """MEDTRINITY_IMAGE_SIZE: longest side of an output image; larger ones shrink (aspect kept), 0 keeps all."""
     runner: str
     """MEDTRINITY_RUNNER: `ray` (default) or `inprocess` (debugging, tests)."""
     ray_address: str | None
@@ -53,6 +55,7 @@ def load_settings(env: dict | None = None) -> Settings:
         output_uri=env.get("MEDTRINITY_OUTPUT") or "data/output",
         shard_size=_number(env, "MEDTRINITY_SHARD_SIZE", 16),
         context_slices=_number(env, "MEDTRINITY_CONTEXT_SLICES", 2),
+        image_size=_number(env, "MEDTRINITY_IMAGE_SIZE", 512),
         runner=env.get("MEDTRINITY_RUNNER") or "ray",
         ray_address=env.get("RAY_ADDRESS") or None,
         ray_num_cpus=_number(env, "MEDTRINITY_RAY_NUM_CPUS", None),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.preprocess.slicing import AXIAL_ORIENTATION, VolumeSlicer, axial_view
+from medtrinity_tasks.preprocess.slicing import AXES, VolumeSlicer, display_view
 from medtrinity_tasks.roi.annotations import AnnotationRois
 from medtrinity_tasks.roi.location import describe_location
 from medtrinity_tasks.sources.catalog import get_source
@@ -57,10 +57,10 @@ def test_reader_reorients_any_affine_to_ras(tmp_path, codes):
 def test_axial_view_is_radiological():
     ras_slice = np.zeros((10, 6))  # [x to patient right, y to anterior]
     ras_slice[9, 5] = 1  # far right, far anterior
-    view = axial_view(ras_slice)
+    view = display_view(ras_slice)
     assert view.shape == (6, 10)  # rows are y, columns are x
     assert np.argwhere(view == 1).tolist() == [[0, 0]]  # top (anterior) left (patient right)
-    assert AXIAL_ORIENTATION == ["L", "P"]
+    assert AXES["axial"] == (2, ["L", "P"])
 
 
 def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_env):
@@ -101,3 +101,55 @@ def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):
     diameter = 2 * truth[rel]["lesions"][0]["radius_mm"]
     pixel_mm = out[0]["spacing_mm"][1]
     assert abs(max(widths_mm) - diameter) <= 2 * pixel_mm  # within two pixels
+
+
+def _slice_along(axis: str, relpath: str) -> list[dict]:
+    from medtrinity_tasks.sources.catalog import Slicing
+
+    source = get_source("synthetic_ct_abdomen")
+    source = source.model_copy(update={"slicing": Slicing(axis=axis)})
+    rows = [
+        {"source_id": source.id, "source_relpath": relpath, "label_relpath": relpath.replace("imagesTr", "labelsTr")}
+    ]
+    return run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+
+
+def test_coronal_slices_keep_patient_sides(samples_dir, settings_env):
+    out = _slice_along("coronal", "imagesTr/phantom_000.nii.gz")  # stored LPS
+    assert {tuple(r["patient_orientation"]) for r in out} == {("L", "I")}
+    assert all(r["height"] == 40 and r["spacing_mm"] == [5.0, 0.75, 0.75] for r in out)  # rows are 5 mm slices
+    sides = {roi["label"]: roi["location"].split()[0] for r in out for roi in r["rois"]}
+    assert sides == {"liver tumour": "right", "renal cyst": "left"}
+
+
+def test_sagittal_slices_put_anterior_on_the_left(samples_dir, settings_env):
+    out = _slice_along("sagittal", "imagesTr/phantom_000.nii.gz")
+    assert {tuple(r["patient_orientation"]) for r in out} == {("P", "I")}
+    cyst = [roi for r in out for roi in r["rois"] if roi["label"] == "renal cyst"]
+    tumour = [roi for r in out for roi in r["rois"] if roi["label"] == "liver tumour"]
+    assert cyst and all("posterior" in roi["location"] for roi in cyst)  # y = -65 mm: posterior
+    assert tumour and all(roi["centroid_xy"][0] < 512 / 2 for roi in tumour)  # y = +20 mm: anterior half
+
+
+def test_ct_windows_by_body_region_and_by_name():
+    from medtrinity_tasks.sources.catalog import WINDOW_PRESETS
+
+    ct = get_source("synthetic_ct_abdomen")
+    assert ct.display_window() == ct.window  # the entry names its own
+    assert ct.model_copy(update={"window": None}).display_window() == WINDOW_PRESETS["soft_tissue"]
+    chest = ct.model_copy(update={"window": None, "body_region": "chest"})
+    assert chest.display_window() == WINDOW_PRESETS["lung"]
+    assert ct.model_copy(update={"window": "bone"}).display_window() == WINDOW_PRESETS["bone"]
+    assert ct.model_copy(update={"window": None, "modality": "MR"}).display_window() is None  # percentiles
+
+
+def test_fit_within_keeps_aspect_and_label_values():
+    from medtrinity_tasks.preprocess.images import fit_within
+
+    pixels = np.zeros((768, 1024, 3), np.uint8)
+    labels = np.zeros((768, 1024), np.uint16)
+    labels[100:300, 200:600] = 7
+    small, small_labels, scale = fit_within(pixels, labels, 512)
+    assert small.shape == (384, 512, 3) and small_labels.shape == (384, 512) and scale == 0.5
+    assert set(np.unique(small_labels).tolist()) == {0, 7}
+    assert fit_within(pixels, labels, 2048)[2] == 1.0 and fit_within(pixels, labels, 0)[2] == 1.0

@@ -1,4 +1,4 @@
-"""Intensity windowing and PNG encoding: the bare per-slice work every source shares."""
+"""Intensity windowing, resizing and PNG encoding: the per-image work every source shares."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def fit_within(pixels: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Shrink an 8-bit image (Lanczos) and its label slice (nearest) so the longer side is at most
+    ``max_side``, keeping the aspect ratio; never enlarge. Returns them and the scale applied."""
+    height, width = labels.shape
+    if not max_side or max(height, width) <= max_side:
+        return pixels, labels, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+    resized_labels = np.asarray(Image.fromarray(labels.astype(np.uint16)).resize(size, Image.Resampling.NEAREST))
+    return resized, resized_labels, scale

@@ -8,17 +8,19 @@ import numpy as np
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
+from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
-from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.catalog import SourceEntry, Window
 from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
 from medtrinity_tasks.stages.base import Stage
 
 
-def to_8bit(pixels: np.ndarray, colour: bool) -> np.ndarray:
-    """8-bit grey, or 8-bit RGB when the source keeps colour; deeper images are scaled by percentiles."""
+def to_8bit(pixels: np.ndarray, colour: bool, window: Window | None = None) -> np.ndarray:
+    """8-bit grey, or 8-bit RGB when the source keeps colour; deeper images go through the source's
+    window, or its 1st-99th percentiles when it has none."""
     if pixels.dtype != np.uint8:
-        return window_to_uint8(pixels if pixels.ndim == 2 else pixels.mean(axis=2))
+        grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2)
+        return window_to_uint8(grey, window.center, window.width) if window else window_to_uint8(grey)
     if pixels.ndim == 3 and not colour:
         return np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # ITU-R 601 luma
     return pixels
@@ -34,6 +36,7 @@ class PlanarImageLoader(Stage):
     def __init__(self, source: SourceEntry, settings: Settings):
         self.source = source
         self.root = source.location_path(settings)
+        self.image_size = settings.image_size
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         out = []
@@ -52,7 +55,9 @@ class PlanarImageLoader(Stage):
         unknown = sorted(set(np.flatnonzero(np.bincount(mask.ravel())).tolist()) - set(self.source.labels) - {0})
         if unknown:
             raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
-        image = to_8bit(pixels, self.source.colour)
+        window = self.source.display_window()
+        image = to_8bit(pixels, self.source.colour, window)
+        image, mask, _ = fit_within(image, mask, self.image_size)
         height, width = image.shape[:2]
         stem = Path(row["source_relpath"]).name.rsplit(".", 1)[0]
         return dict(

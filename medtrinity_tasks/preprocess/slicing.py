@@ -1,4 +1,4 @@
-"""Volumes to 2D axial slices in radiological view: lesion slices plus a few context slices."""
+"""Volumes to 2D slices along the source's axis: lesion slices plus a few context slices."""
 
 from __future__ import annotations
 
@@ -8,29 +8,36 @@ import numpy as np
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
+from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers import read_nifti
 from medtrinity_tasks.stages.base import Stage
 
-AXIAL_ORIENTATION = ["L", "P"]
-"""Radiological view: +column points to the patient's left, +row to posterior (viewer sees the
-patient from the feet, so image left is patient right)."""
+AXES = {"axial": (2, ["L", "P"]), "coronal": (1, ["L", "I"]), "sagittal": (0, ["P", "I"])}
+"""Per slicing axis: the RAS+ array axis it cuts, and the patient direction of +column and +row in
+the displayed slice (DICOM Patient Orientation). Axial and coronal slices are in radiological view
+(image left is patient right); sagittal slices face the patient's left (anterior on the left)."""
 
 
-def axial_view(ras_slice: np.ndarray) -> np.ndarray:
-    """A RAS+ slice indexed [x, y] as an image indexed [row, column] in radiological view."""
+def display_view(ras_slice: np.ndarray) -> np.ndarray:
+    """A RAS+ slice, its two remaining axes in RAS order, as an image indexed [row, column]: the
+    first axis runs right to left across columns, the second runs down the rows from its high end
+    (anterior or superior at the top)."""
     return ras_slice[::-1, ::-1].T
 
 
-def choose_slices(labels: np.ndarray, lesion_values: list[int], image: np.ndarray, context: int) -> list[int]:
-    """Every axial slice holding a lesion, plus ``context`` evenly spaced slices without one.
+def choose_slices(
+    labels: np.ndarray, lesion_values: list[int], image: np.ndarray, context: int, axis: str = "axial"
+) -> list[int]:
+    """Every slice along ``axis`` holding a lesion, plus ``context`` evenly spaced slices without one.
 
     Context slices come from slices with some contrast (near-constant slices carry nothing)."""
-    has_lesion = np.isin(labels, lesion_values).any(axis=(0, 1))
+    along = AXES[axis][0]
+    others = tuple(a for a in range(3) if a != along)
+    has_lesion = np.isin(labels, lesion_values).any(axis=others)
     lesion_slices = np.flatnonzero(has_lesion).tolist()
-    spread = image.reshape(-1, image.shape[2]).std(axis=0)
+    spread = np.moveaxis(image, along, -1).reshape(-1, image.shape[along]).std(axis=0)
     candidates = np.flatnonzero(~has_lesion & (spread > 1.0)).tolist()
     count = min(context, len(candidates))
     # interior quantiles (1/(n+1), ..., n/(n+1)): the volume's first and last slices are rarely informative
@@ -48,6 +55,7 @@ class VolumeSlicer(Stage):
     def __init__(self, source: SourceEntry, settings: Settings):
         self.source = source
         self.root = source.location_path(settings)
+        self.image_size = settings.image_size
         self.context = (
             source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
         )
@@ -77,32 +85,37 @@ class VolumeSlicer(Stage):
         unknown = sorted(present - set(self.source.labels))
         if unknown:
             raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
-        sx, sy, sz = image.spacing_mm
-        window = self.source.window
-        slices = []
-        chosen = choose_slices(labels.data, self.lesion_values, image.data, self.context)
+        axis = self.source.slicing.axis
+        along, orientation = AXES[axis]
+        chosen = choose_slices(labels.data, self.lesion_values, image.data, self.context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
-        for z in chosen:
+        col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)
+        window = self.source.display_window()
+        stem = Path(row["source_relpath"]).name.split(".")[0]
+        slices = []
+        for index in chosen:
             pixels = window_to_uint8(
-                axial_view(image.data[:, :, z]), window.center if window else None, window.width if window else None
+                display_view(np.take(image.data, index, axis=along)),
+                window.center if window else None,
+                window.width if window else None,
             )
-            label_slice = np.ascontiguousarray(axial_view(labels.data[:, :, z])).astype("<u2")
+            label_slice = display_view(np.take(labels.data, index, axis=along)).astype("<u2")
+            pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
             height, width = pixels.shape
-            stem = Path(row["source_relpath"]).name.split(".")[0]
             slices.append(
                 dict(
                     row,
-                    id=record_id(self.source.id, row["source_relpath"], "axial", z),
+                    id=record_id(self.source.id, row["source_relpath"], axis, index),
                     modality=self.source.modality,
-                    image={"bytes": encode_png(pixels), "path": f"{self.source.id}/{stem}/axial_{z:04d}.png"},
+                    image={"bytes": encode_png(pixels), "path": f"{self.source.id}/{stem}/{axis}_{index:04d}.png"},
                     width=width,
                     height=height,
-                    axis="axial",
-                    slice_index=z,
-                    spacing_mm=[sy, sx, sz],
-                    patient_orientation=AXIAL_ORIENTATION,
-                    label_slice=label_slice.tobytes(),
+                    axis=axis,
+                    slice_index=index,
+                    spacing_mm=[row_mm / scale, col_mm / scale, image.spacing_mm[along]],
+                    patient_orientation=orientation,
+                    label_slice=np.ascontiguousarray(label_slice, dtype="<u2").tobytes(),
                 )
             )
         return slices

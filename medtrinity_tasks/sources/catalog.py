@@ -37,9 +37,20 @@ class Window(BaseModel):
     width: float = Field(gt=0)
 
 
+WINDOW_PRESETS = {
+    "lung": Window(center=-600, width=1500),
+    "soft_tissue": Window(center=40, width=400),
+    "bone": Window(center=400, width=1800),
+    "brain": Window(center=40, width=80),
+}
+"""CT display windows in HU, by name."""
+REGION_WINDOWS = {"chest": "lung", "thorax": "lung", "lung": "lung", "head": "brain", "brain": "brain"}
+"""The CT window a body region gets when its catalog entry names none; other regions: soft tissue."""
+
+
 class Slicing(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    axis: Literal["axial"] = "axial"
+    axis: Literal["axial", "coronal", "sagittal"] = "axial"
     context_slices: int | None = Field(default=None, ge=0)
     """Slices without annotation kept per volume; unset uses MEDTRINITY_CONTEXT_SLICES."""
 
@@ -76,8 +87,9 @@ class SourceEntry(BaseModel):
     """Keep RGB (dermoscopy, endoscopy, pathology); otherwise images are converted to grey."""
     location: str
     labels: dict[int, Label]
-    window: Window | None = None
-    """Display window in the image's units (HU for CT); unset scales each slice to its 1st-99th percentile."""
+    window: Window | Literal["lung", "soft_tissue", "bone", "brain"] | None = None
+    """Display window in the image's units (HU for CT) or a preset's name. Unset: CT gets its body
+    region's preset, other modalities scale each image to its 1st-99th percentile."""
     slicing: Slicing = Slicing()
     min_pass_rate: float | None = Field(default=None, ge=0, le=1)
     synthetic: bool = False
@@ -99,6 +111,13 @@ class SourceEntry(BaseModel):
             if label.kind == "lesion" and not (label.organ and label.disease):
                 raise ValueError(f"lesion label {label.name!r} needs an organ and a disease")
         return labels
+
+    def display_window(self) -> Window | None:
+        if isinstance(self.window, str):
+            return WINDOW_PRESETS[self.window]
+        if self.window is None and self.modality == "CT":
+            return WINDOW_PRESETS[REGION_WINDOWS.get(self.body_region, "soft_tissue")]
+        return self.window
 
     def location_path(self, settings: Settings | None = None) -> Path:
         """The staged copy of the source, with environment variables expanded."""
