@@ -11,7 +11,12 @@ from pathlib import Path
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
 
-SAMPLE_SOURCE_IDS = ("synthetic_ct_abdomen", "synthetic_dermoscopy")  # listed here: the CLI parses without numpy
+SAMPLE_SOURCE_IDS = (
+    "synthetic_chest_xray",
+    "synthetic_ct_abdomen",
+    "synthetic_dermoscopy",
+    "synthetic_pathology_tiles",
+)  # listed here: the CLI parses without numpy
 
 
 def _samples(args) -> None:

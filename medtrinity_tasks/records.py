@@ -70,6 +70,7 @@ RECORD_SCHEMA = pa.schema(
         ("anatomy", pa.list_(pa.string())),  # labelled structures in view, e.g. organs
         ("rois", pa.list_(ROI)),
         ("coarse_caption", pa.string()),
+        ("reference_text", pa.string()),  # text that came with the image (report, caption, QA), if any
         ("knowledge", pa.list_(KNOWLEDGE)),
         ("description", DESCRIPTION),
         ("description_text", pa.string()),
@@ -82,6 +83,8 @@ RECORD_SCHEMA = pa.schema(
 WORK_FIELDS = [
     pa.field("label_relpath", pa.string()),  # the input's annotation file
     pa.field("label_slice", pa.binary()),  # the annotation slice: uint16 label values, row-major, height x width
+    pa.field("image_labels", pa.list_(pa.string())),  # catalog names of image-level class labels
+    pa.field("annotation_boxes", pa.list_(pa.struct([("label", pa.string()), ("bbox_xyxy", pa.list_(pa.float64()))]))),
     pa.field("reject_reason", pa.string()),  # set: the row stands for a rejected input file
     pa.field("quarantine_reasons", pa.list_(pa.string())),  # set: the record goes to quarantine
 ]

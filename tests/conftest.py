@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medtrinity_tasks.sources.samples import write_ct_abdomen, write_dermoscopy
+from medtrinity_tasks.sources.samples import SAMPLE_SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -18,11 +18,11 @@ SOURCE_ID = "synthetic_ct_abdomen"
 
 @pytest.fixture(scope="session")
 def samples_dir(tmp_path_factory) -> Path:
-    """Both sample sources with their broken inputs, written once per test session: four CT
-    phantoms and four bad volumes; eight dermoscopy images and five bad files."""
+    """Every sample source with its broken inputs, written once per test session: four CT phantoms
+    (and four bad volumes), eight images or tiles per 2D source (and their bad files)."""
     root = tmp_path_factory.mktemp("samples")
-    write_ct_abdomen(root, cases=4, bad_inputs=True)
-    write_dermoscopy(root, cases=8, bad_inputs=True)
+    for source_id, write in SAMPLE_SOURCES.items():
+        write(root, cases=4 if source_id == "synthetic_ct_abdomen" else 8, bad_inputs=True)
     return root
 
 

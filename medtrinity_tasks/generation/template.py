@@ -47,7 +47,13 @@ def describe(record: dict) -> dict[str, str]:
     if not rois:
         sections["roi_location"] = "No region of interest is annotated on this image; it shows anatomical context."
         sections["roi_texture"] = "Not applicable: the image holds no annotated region."
-        sections["region_relationship"] = "No lesion is annotated; the organs in view serve as anatomical context."
+        labelled = record.get("image_labels") or []
+        sections["region_relationship"] = (
+            f"No region is marked; the image as a whole is labelled {join_words(labelled)}"
+            + (f", consistent with {join_words(record['diseases'])}." if record.get("diseases") else ".")
+            if labelled
+            else "No lesion is annotated; the organs in view serve as anatomical context."
+        )
     else:
         sections["roi_location"] = " ".join(
             f"A {roi['label']} of about {_roi_size(roi, spacing)} lies in the {roi['location']}, "

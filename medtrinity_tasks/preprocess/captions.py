@@ -9,7 +9,7 @@ from __future__ import annotations
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
-MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "radiograph"}
+MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "X-ray radiograph"}
 
 
 def image_kind(row: dict, modality: str) -> str:
@@ -37,8 +37,10 @@ def coarse_caption(row: dict, source: SourceEntry) -> str:
     if counts:
         findings = [f"{label} ({n} region{'s' if n > 1 else ''})" for label, n in counts.items()]
         text += f"; annotated findings: {join_words(findings)}"
-    else:
+    elif not row.get("image_labels"):
         text += "; no lesion annotated"
+    if row.get("image_labels"):
+        text += f"; labelled: {join_words(row['image_labels'])}"
     return text + "."
 
 

@@ -1,4 +1,5 @@
-"""2D sources: each image with its mask becomes one record (no slicing, no patient orientation)."""
+"""2D sources: each image becomes one record with its mask, boxes or class labels (no slicing, no
+patient orientation)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def to_8bit(pixels: np.ndarray, colour: bool, window: Window | None = None) -> n
 
 
 class PlanarImageLoader(Stage):
-    """Reads an image and its mask; emits one record row, or a reject with the reason."""
+    """Reads an image (and its mask, if it has one); emits one record row, or a reject with the reason."""
 
     name = "load_images"
     version = "1"
@@ -49,15 +50,18 @@ class PlanarImageLoader(Stage):
 
     def load(self, row: dict) -> dict:
         pixels = read_image(self.root / row["source_relpath"])
-        mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
-        if mask.shape != pixels.shape[:2]:
-            raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
-        unknown = sorted(set(np.flatnonzero(np.bincount(mask.ravel())).tolist()) - set(self.source.labels) - {0})
-        if unknown:
-            raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
-        window = self.source.display_window()
-        image = to_8bit(pixels, self.source.colour, window)
-        image, mask, _ = fit_within(image, mask, self.image_size)
+        if row.get("label_relpath"):
+            mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
+            if mask.shape != pixels.shape[:2]:
+                raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
+            present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())
+            unknown = sorted(present - set(self.source.labels) - {0})
+            if unknown:
+                raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
+        else:  # boxes or class labels only
+            mask = np.zeros(pixels.shape[:2], dtype=np.uint16)
+        image = to_8bit(pixels, self.source.colour, self.source.display_window())
+        image, mask, scale = fit_within(image, mask, self.image_size)
         height, width = image.shape[:2]
         stem = Path(row["source_relpath"]).name.rsplit(".", 1)[0]
         return dict(
@@ -69,5 +73,9 @@ class PlanarImageLoader(Stage):
             height=height,
             axis="image",
             slice_index=0,
+            patient_orientation=self.source.patient_orientation,
             label_slice=np.ascontiguousarray(mask, dtype="<u2").tobytes(),
+            annotation_boxes=[
+                dict(box, bbox_xyxy=[v * scale for v in box["bbox_xyxy"]]) for box in row.get("annotation_boxes") or []
+            ],
         )

@@ -41,25 +41,54 @@ class AnnotationRois(Stage):
         rois = []
         for value in sorted(present):
             label = self.source.labels[value]
-            if label.kind != "lesion":
+            if label.kind == "organ":
                 continue
             components, count = ndimage.label(labels == value)
             for index in range(1, count + 1):
                 mask = components == index
                 if mask.sum() >= MIN_ROI_PIXELS:
                     rois.append(self.roi(row, label, mask, labels, pixels, organ_values))
+        for box in row.get("annotation_boxes") or []:
+            rois.append(self.box_roi(row, self.source.label_named(box["label"]), box["bbox_xyxy"], labels, pixels))
         rois.sort(key=lambda roi: -roi["area_fraction"])
         organ = next((roi["organ"] for roi in rois), self.source.body_region)
+        named = [roi["label"] for roi in rois] + (row.get("image_labels") or [])
         return dict(
             row,
             rois=[{k: v for k, v in roi.items() if k != "organ"} for roi in rois],
             anatomy=anatomy,
             organ=organ,
-            diseases=sorted({self.disease_of(roi["label"]) for roi in rois}),
+            diseases=sorted({d for d in map(self.disease_of, named) if d}),
         )
 
-    def disease_of(self, label_name: str) -> str:
-        return next(label.disease for label in self.source.labels.values() if label.name == label_name)
+    def disease_of(self, label_name: str) -> str | None:
+        return self.source.label_named(label_name).disease
+
+    def box_roi(self, row: dict, label, box: list[float], labels: np.ndarray, pixels: np.ndarray) -> dict:
+        """A boxed finding: its mask is the box (clipped to the image), its place the box's centre.
+        A box outside the image keeps its coordinates, so the gate quarantines it with the reason."""
+        height, width = labels.shape
+        x0, y0, x1, y1 = box
+        mask = np.zeros_like(labels, dtype=bool)
+        mask[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
+        centroid = ((x0 + x1) / 2, (y0 + y1) / 2)
+        organ = label.organ or self.source.body_region
+        texture = "not measurable: the box lies outside the image"
+        if mask.any():
+            texture = describe_texture(pixels, mask, surrounding_ring(mask), self.source.modality, self.source.colour)
+        return {
+            "label": label.name,
+            "bbox_xyxy": [float(v) for v in box],
+            "mask_rle": rle.encode(mask),
+            "area_fraction": float(mask.sum()) / mask.size,
+            "centroid_xy": list(centroid),
+            "location": describe_location(
+                centroid, width, height, row.get("patient_orientation"), self.source.body_region, label.organ
+            ),
+            "texture": texture,
+            "origin": "annotation",
+            "organ": organ,
+        }
 
     def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values) -> dict:
         ys, xs = np.nonzero(mask)

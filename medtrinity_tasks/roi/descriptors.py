@@ -21,7 +21,8 @@ def describe_texture(
     pixels: np.ndarray, mask: np.ndarray, ring: np.ndarray, modality: str, photographic: bool = False
 ) -> str:
     """Contrast against the ring around the region, and homogeneity inside it, in the words of the
-    modality: -dense for CT, -intense for other radiology, darker/brighter for photographs."""
+    modality: -dense for CT, opacity for radiographs, -intense for other radiology, darker/brighter
+    for photographs."""
     grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels
     inside = grey[mask].astype(np.float32)
     around = grey[ring].astype(np.float32)
@@ -32,6 +33,10 @@ def describe_texture(
         level = 1 if abs(delta) < CONTRAST_LEVELS else (2 if delta > 0 else 0)
         if photographic:
             contrast = ("darker than", "similar in tone to", "brighter than")[level] + " the surrounding tissue"
+        elif modality.upper() in ("XR", "CR", "DX", "MG"):  # projection radiographs: bright = opaque
+            contrast = ("more lucent than", "similar in opacity to", "more opaque than")[
+                level
+            ] + " the surrounding tissue"
         else:
             suffix = "dense" if modality.upper() == "CT" else "intense"
             contrast = f"{('hypo', 'iso', 'hyper')[level]}{suffix} relative to the surrounding tissue"

@@ -24,11 +24,15 @@ CATALOG_DIR = Path(__file__).parent / "catalog"
 class Label(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    kind: Literal["organ", "lesion"]
+    kind: Literal["organ", "lesion", "finding"]
+    """organ: anatomy, for context; lesion: a region within an organ; finding: an image-level class
+    or a boxed finding (with a disease, or without one for normal findings and tissue classes)."""
     organ: str | None = None
-    """For lesions: the organ it belongs to."""
+    """For lesions (required) and findings: the organ it belongs to."""
     disease: str | None = None
-    """For lesions: the disease the annotation stands for."""
+    """For lesions (required) and findings: the disease the annotation stands for."""
+    source_name: str | None = None
+    """The name the source's own files use (a CSV class, a folder), when it differs from ``name``."""
 
 
 class Window(BaseModel):
@@ -67,7 +71,33 @@ class ImageMaskLayout(BaseModel):
     """binary: any pixel above 127 is label 1 (JPEG masks are noisy); labels: pixel values are labels."""
 
 
-LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask"}}
+class TableLayout(BaseModel):
+    """2D images annotated by a CSV table (NIH ChestX-ray14, VinDr-CXR, CheXpert style): class
+    labels per image, boxes (one row per box), and text that comes with the image."""
+
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+    table: str
+    """The CSV file, relative to the source directory."""
+    image_column: str
+    """File name of the image, relative to ``images_dir``."""
+    label_column: str | None = None
+    label_separator: str | None = None
+    """Splits multi-label cells, e.g. "|" for "Effusion|Infiltration"."""
+    box_columns: list[str] | None = Field(default=None, min_length=4, max_length=4)
+    box_format: Literal["xywh", "xyxy"] = "xywh"
+    text_column: str | None = None
+    """Reports, captions or answers kept as the record's ``reference_text``."""
+
+
+class FolderLayout(BaseModel):
+    """2D images sorted into one folder per class (NCT-CRC-HE-100K style)."""
+
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+
+
+LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask", "image_table", "class_folders"}}
 """The layouts each format may come in."""
 
 
@@ -80,11 +110,20 @@ class SourceEntry(BaseModel):
     modality: str
     body_region: str
     format: Literal["nifti", "image2d"]
-    layout: Literal["msd", "nnunet", "image_mask"]
+    layout: Literal["msd", "nnunet", "image_mask", "image_table", "class_folders"]
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
+    table: TableLayout | None = None
+    """Options of the image_table layout (required there)."""
+    class_folders: FolderLayout = FolderLayout()
+    """Options of the class_folders layout."""
     colour: bool = False
     """Keep RGB (dermoscopy, endoscopy, pathology); otherwise images are converted to grey."""
+    patient_orientation: list[Literal["L", "R", "A", "P", "S", "I"]] | None = Field(
+        default=None, min_length=2, max_length=2
+    )
+    """2D sources with a fixed projection: patient direction of +column and +row, e.g. ["L", "I"]
+    for frontal chest radiographs. Unset: locations are given in the image's own words."""
     location: str
     labels: dict[int, Label]
     window: Window | Literal["lung", "soft_tissue", "bone", "brain"] | None = None
@@ -96,6 +135,8 @@ class SourceEntry(BaseModel):
 
     @model_validator(mode="after")
     def _layout_fits_format(self) -> SourceEntry:
+        if self.layout == "image_table" and self.table is None:
+            raise ValueError("layout 'image_table' needs a `table:` section (table, image_column, ...)")
         if self.layout not in LAYOUTS[self.format]:
             raise ValueError(
                 f"layout {self.layout!r} does not fit format {self.format!r} ({sorted(LAYOUTS[self.format])})"
@@ -111,6 +152,10 @@ class SourceEntry(BaseModel):
             if label.kind == "lesion" and not (label.organ and label.disease):
                 raise ValueError(f"lesion label {label.name!r} needs an organ and a disease")
         return labels
+
+    def label_named(self, name: str) -> Label | None:
+        """The label a source's own files call ``name`` (its ``source_name``, else its ``name``)."""
+        return next((label for label in self.labels.values() if name in (label.source_name, label.name)), None)
 
     def display_window(self) -> Window | None:
         if isinstance(self.window, str):

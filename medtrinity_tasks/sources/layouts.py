@@ -7,6 +7,7 @@ run accounts for every file it was given.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -98,7 +99,99 @@ def _image_mask(source: SourceEntry, root: Path) -> dict[str, dict]:
     return inputs
 
 
-LISTERS = {"msd": _msd, "nnunet": _nnunet, "image_mask": _image_mask}
+def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """Images annotated by a CSV: rows are grouped by image (one row per box is common); images the
+    table does not mention, and labels the catalog does not define, are rejected."""
+    layout = source.table
+    table = root / layout.table
+    if not table.is_file():
+        raise SourceNotFound(f"source {source.id}: annotation table {table} is missing")
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        wanted = [layout.image_column, layout.label_column, layout.text_column, *(layout.box_columns or [])]
+        missing = [c for c in wanted if c and c not in (reader.fieldnames or [])]
+        if missing:
+            raise MedtrinityError(
+                f"source {source.id}: {table.name} has no column(s) {missing}; it has {reader.fieldnames}"
+            )
+        grouped: dict[str, list[dict]] = {}
+        for line in reader:
+            grouped.setdefault(line[layout.image_column], []).append(line)
+    inputs = {}
+    for name, lines in grouped.items():
+        relpath = f"{layout.images_dir}/{name}"
+        try:
+            inputs[relpath] = {"source_relpath": relpath, **_table_annotations(source, lines)}
+        except ValueError as exc:
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"path in {layout.table} leaves the source"}
+    for path in _files(root / layout.images_dir):
+        relpath = f"{layout.images_dir}/{path.name}"
+        inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {layout.table}"})
+    return inputs
+
+
+def _table_annotations(source: SourceEntry, lines: list[dict]) -> dict:
+    """One image's rows as image labels, boxes (x0, y0, x1, y1) and reference text."""
+    layout = source.table
+    names, boxes = [], []
+    for line in lines:
+        cells = [line[layout.label_column]] if layout.label_column else []
+        if layout.label_separator and cells:
+            cells = cells[0].split(layout.label_separator)
+        labels = []
+        for cell in (c.strip() for c in cells):
+            label = source.label_named(cell)
+            if label is None:
+                raise ValueError(f"label {cell!r} is not defined by the catalog entry")
+            labels.append(label.name)
+        if layout.box_columns and all(line[c].strip() for c in layout.box_columns):
+            try:
+                a, b, c, d = (float(line[column]) for column in layout.box_columns)
+            except ValueError:
+                raise ValueError(f"box {[line[c] for c in layout.box_columns]} is not four numbers") from None
+            box = [a, b, a + c, b + d] if layout.box_format == "xywh" else [a, b, c, d]
+            boxes += [{"label": name, "bbox_xyxy": box} for name in labels]
+        else:
+            names += labels
+    text = next(
+        (line[layout.text_column].strip() for line in lines if layout.text_column and line[layout.text_column].strip()),
+        None,
+    )
+    return {"image_labels": sorted(set(names)), "annotation_boxes": boxes, "reference_text": text}
+
+
+def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """One folder per class under ``images_dir``; the folder names the image's label."""
+    images_dir = root / source.class_folders.images_dir
+    if not images_dir.is_dir():
+        raise SourceNotFound(f"source {source.id}: {images_dir} is missing (expected one folder per class)")
+    inputs = {}
+    for path in _files(images_dir):
+        relpath = f"{source.class_folders.images_dir}/{path.name}"
+        inputs[relpath] = {"source_relpath": relpath, "reject_reason": "not inside a class folder"}
+    for folder in sorted(p for p in images_dir.iterdir() if p.is_dir()):
+        label = source.label_named(folder.name)
+        for path in _files(folder):
+            relpath = f"{source.class_folders.images_dir}/{folder.name}/{path.name}"
+            if label is None:
+                inputs[relpath] = {
+                    "source_relpath": relpath,
+                    "reject_reason": f"folder {folder.name!r} is not a label of the catalog entry",
+                }
+            else:
+                inputs[relpath] = {"source_relpath": relpath, "image_labels": [label.name]}
+    return inputs
+
+
+LISTERS = {
+    "msd": _msd,
+    "nnunet": _nnunet,
+    "image_mask": _image_mask,
+    "image_table": _image_table,
+    "class_folders": _class_folders,
+}
 
 
 def check_staged(source: SourceEntry, settings: Settings) -> tuple[list[dict], list[str]]:

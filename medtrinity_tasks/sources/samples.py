@@ -7,6 +7,8 @@ no patient data, and labelled so in the files they write.
   exercised end to end. ``ground_truth.json`` lists every lesion in patient terms.
 - ``synthetic_dermoscopy``: RGB skin images with one pigmented lesion each and ISIC-style binary
   masks (``masks/<stem>_segmentation.png``); ``ground_truth.json`` gives each lesion's box.
+- ``synthetic_chest_xray``: 16-bit frontal radiographs with a findings/boxes/report CSV.
+- ``synthetic_pathology_tiles``: RGB TIFF tiles in one folder per tissue class.
 """
 
 from __future__ import annotations
@@ -227,5 +229,109 @@ def write_dermoscopy(out: Path, cases: int = 8, seed: int = 11, bad_inputs: bool
     return root
 
 
-SAMPLE_SOURCES = {CT_SOURCE_ID: write_ct_abdomen, DERMOSCOPY_SOURCE_ID: write_dermoscopy}
+CXR_SOURCE_ID = "synthetic_chest_xray"
+CXR_SIZE = 256
+BAD_CHEST_XRAY = {
+    "images/bad_missing.png": "file is missing",
+    "images/bad_unlisted.png": "not listed in table.csv",
+    "images/bad_label.png": "label 'Alien' is not defined",
+    "images/bad_box.png": "box ['a', '1', '2', '3'] is not four numbers",
+}
+"""Broken inputs ``write_chest_xray(bad_inputs=True)`` adds, and the start of each reject reason; it
+also adds ``images/bad_box_outside.png``, whose box lies outside the image: the gate quarantines it."""
+
+
+def write_chest_xray(out: Path, cases: int = 8, seed: int = 13, bad_inputs: bool = False) -> Path:
+    """Frontal chest radiographs (16-bit PNG) with a CSV of findings, boxes and report sentences,
+    in the manner of NIH ChestX-ray14's tables; nodules sit at known places in the lungs."""
+    import csv
+
+    from PIL import Image
+
+    root = _fresh(Path(out) / CXR_SOURCE_ID)
+    (root / "images").mkdir(parents=True)
+    (root / "SYNTHETIC.txt").write_text("Computer-generated chest radiograph-like images; not patient data.\n")
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:CXR_SIZE, 0:CXR_SIZE].astype(np.float32)
+    rows = []
+
+    def radiograph(nodule: tuple[float, float, float] | None) -> np.ndarray:
+        body = 30000 - 8000 * ((xs - 128) / 128) ** 2
+        for cx in (80, 176):  # lung fields: dark
+            body[((xs - cx) / 38) ** 2 + ((ys - 120) / 80) ** 2 <= 1] -= 14000
+        if nodule:
+            x, y, r = nodule
+            body[(xs - x) ** 2 + (ys - y) ** 2 <= r**2] += 9000
+        return np.clip(body + rng.normal(0, 600, body.shape), 0, 65535).astype(np.uint16)
+
+    for case in range(cases):
+        name = f"cxr_{case:04d}.png"
+        if case % 2:  # a nodule in the right (image left) or left lung, upper or lower zone
+            x = 80.0 if case % 4 == 1 else 176.0
+            y = 80.0 if case % 8 < 4 else 160.0
+            r = 7.0 + case % 3
+            Image.fromarray(radiograph((x, y, r))).save(root / "images" / name)
+            side = "right" if x < 128 else "left"
+            zone = "upper" if y < 120 else "lower"
+            box = [f"{x - r:.0f}", f"{y - r:.0f}", f"{2 * r + 1:.0f}", f"{2 * r + 1:.0f}"]
+            rows.append([name, "Nodule", *box, f"A nodule in the {side} {zone} lung zone."])
+        else:
+            Image.fromarray(radiograph(None)).save(root / "images" / name)
+            rows.append([name, "No Finding", "", "", "", "", "No acute cardiopulmonary abnormality."])
+    if bad_inputs:
+        for name in ("bad_unlisted.png", "bad_label.png", "bad_box.png", "bad_box_outside.png"):
+            Image.fromarray(radiograph(None)).save(root / "images" / name)
+        rows += [
+            ["bad_missing.png", "No Finding", "", "", "", "", ""],
+            ["bad_label.png", "Alien", "", "", "", "", ""],
+            ["bad_box.png", "Nodule", "a", "1", "2", "3", ""],
+            ["bad_box_outside.png", "Nodule", "300", "20", "10", "10", "A nodule beyond the film."],
+        ]
+    with (root / "table.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Image Index", "Finding Label", "x", "y", "w", "h", "Report"])
+        writer.writerows(rows)
+    return root
+
+
+TILES_SOURCE_ID = "synthetic_pathology_tiles"
+TILE_CLASSES = {"ADI": (245, 240, 245), "NORM": (200, 120, 170), "TUM": (120, 50, 130)}
+BAD_TILES = {
+    "images/stray.tif": "not inside a class folder",
+    "images/XYZ/x_0000.tif": "folder 'XYZ' is not a label",
+    "images/TUM/bad_zero_bytes.tif": "not a readable image",
+}
+
+
+def write_pathology_tiles(out: Path, cases: int = 8, seed: int = 17, bad_inputs: bool = False) -> Path:
+    """H&E-like RGB TIFF tiles sorted into one folder per tissue class (NCT-CRC-HE-100K style)."""
+    from PIL import Image
+
+    root = _fresh(Path(out) / TILES_SOURCE_ID)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    (root / "SYNTHETIC.txt").write_text("Computer-generated tissue-like tiles; not patient data.\n")
+
+    def tile(colour) -> Image.Image:
+        pixels = np.array(colour, np.float32) + rng.normal(0, 12, (112, 112, 3))
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+    for number, (name, colour) in enumerate(sorted(TILE_CLASSES.items())):
+        (root / "images" / name).mkdir(parents=True)
+        for case in range(cases):
+            tile(colour).save(root / "images" / name / f"{name}-{number}{case:03d}.tif")
+    if bad_inputs:
+        tile(TILE_CLASSES["ADI"]).save(root / "images" / "stray.tif")
+        (root / "images" / "XYZ").mkdir()
+        tile(TILE_CLASSES["ADI"]).save(root / "images" / "XYZ" / "x_0000.tif")
+        (root / "images" / "TUM" / "bad_zero_bytes.tif").write_bytes(b"")
+    return root
+
+
+SAMPLE_SOURCES = {
+    CT_SOURCE_ID: write_ct_abdomen,
+    DERMOSCOPY_SOURCE_ID: write_dermoscopy,
+    CXR_SOURCE_ID: write_chest_xray,
+    TILES_SOURCE_ID: write_pathology_tiles,
+}
 """Every sample source by catalog id, with the function that writes it."""
