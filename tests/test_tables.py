@@ -61,3 +61,52 @@ def test_class_folders_label_each_image(samples_dir, inprocess):
     assert "labelled colorectal adenocarcinoma epithelium" in tumour[0]["description"]["region_relationship"]
     fat = next(r for r in records if "/ADI/" in r["source_relpath"])
     assert fat["diseases"] == [] and fat["coarse_caption"].endswith("labelled: adipose tissue.")
+
+
+def test_coco_boxes(samples_dir, inprocess, tmp_path, monkeypatch):
+    """The chest radiographs re-described as COCO JSON, in a site catalog directory."""
+    import csv
+    import json
+    import shutil
+
+    import yaml
+
+    from medtrinity_tasks.sources.catalog import get_source
+
+    source_dir = samples_dir / "synthetic_chest_xray"
+    root = tmp_path / "coco_cxr"
+    shutil.copytree(source_dir / "images", root / "images")
+    lines = list(csv.DictReader((source_dir / "table.csv").open()))
+    images, annotations = [], []
+    for number, line in enumerate(lines):
+        if not line["Image Index"].startswith("cxr_"):
+            continue
+        images.append({"id": number, "file_name": line["Image Index"], "width": 256, "height": 256})
+        if line["x"]:
+            box = [float(line[c]) for c in ("x", "y", "w", "h")]
+            annotations.append({"id": len(annotations), "image_id": number, "category_id": 1, "bbox": box})
+    images.append({"id": 100, "file_name": "bad_label.png"})
+    annotations.append({"id": 98, "image_id": 100, "category_id": 7, "bbox": [1, 1, 2, 2]})
+    images.append({"id": 101, "file_name": "bad_box.png"})
+    annotations.append({"id": 99, "image_id": 101, "category_id": 1, "bbox": [1, 1]})
+    categories = [{"id": 1, "name": "Nodule"}, {"id": 7, "name": "Alien"}]
+    (root / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    entry = get_source("synthetic_chest_xray").model_dump(exclude={"table"})
+    entry.update(id="site_coco_cxr", layout="coco", location=str(root))
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "site_coco_cxr.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(catalog))
+
+    result = run_source("site_coco_cxr", progress=lambda line: None)
+    manifest = inprocess.read_json(manifest_key("site_coco_cxr"))
+    rejects = _rejects(manifest)
+    assert rejects["images/bad_label.png"] == "category 'Alien' is not defined by the catalog entry"
+    assert rejects["images/bad_box.png"] == "annotation 99 has no valid bbox"
+    assert rejects["images/bad_unlisted.png"] == "not listed in annotations.json"
+    assert rejects["images/bad_box_outside.png"] == "not listed in annotations.json"
+    assert result["counts"]["records"] == 8 and result["counts"]["rejected"] == 4
+    records = {r["source_relpath"]: r for r in pq.read_table(manifest["shards"][0]["uri"]).to_pylist()}
+    assert records["images/cxr_0001.png"]["rois"][0]["bbox_xyxy"] == [72.0, 72.0, 89.0, 89.0]

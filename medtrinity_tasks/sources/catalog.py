@@ -90,6 +90,15 @@ class TableLayout(BaseModel):
     """Reports, captions or answers kept as the record's ``reference_text``."""
 
 
+class CocoLayout(BaseModel):
+    """2D images with a COCO JSON file of boxes (``images``, ``annotations``, ``categories``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+    annotations: str = "annotations.json"
+    """The COCO JSON file, relative to the source directory."""
+
+
 class FolderLayout(BaseModel):
     """2D images sorted into one folder per class (NCT-CRC-HE-100K style)."""
 
@@ -97,7 +106,7 @@ class FolderLayout(BaseModel):
     images_dir: str = "images"
 
 
-LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask", "image_table", "class_folders"}}
+LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask", "image_table", "coco", "class_folders"}}
 """The layouts each format may come in."""
 
 
@@ -110,11 +119,13 @@ class SourceEntry(BaseModel):
     modality: str
     body_region: str
     format: Literal["nifti", "image2d"]
-    layout: Literal["msd", "nnunet", "image_mask", "image_table", "class_folders"]
+    layout: Literal["msd", "nnunet", "image_mask", "image_table", "coco", "class_folders"]
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
     table: TableLayout | None = None
     """Options of the image_table layout (required there)."""
+    coco: CocoLayout = CocoLayout()
+    """Options of the coco layout."""
     class_folders: FolderLayout = FolderLayout()
     """Options of the class_folders layout."""
     colour: bool = False

@@ -162,6 +162,46 @@ def _table_annotations(source: SourceEntry, lines: list[dict]) -> dict:
     return {"image_labels": sorted(set(names)), "annotation_boxes": boxes, "reference_text": text}
 
 
+def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """COCO detection JSON: each image with its boxes (``bbox`` is x, y, width, height); category
+    names are looked up in the catalog; images the JSON does not list are rejected."""
+    layout = source.coco
+    listing = root / layout.annotations
+    if not listing.is_file():
+        raise SourceNotFound(f"source {source.id}: COCO file {listing} is missing")
+    try:
+        coco = json.loads(listing.read_text())
+        categories = {c["id"]: c["name"] for c in coco["categories"]}
+        images = {image["id"]: image["file_name"] for image in coco["images"]}
+        annotations = coco.get("annotations", [])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not COCO JSON ({exc!r})") from None
+    inputs = {
+        f"{layout.images_dir}/{name}": {"source_relpath": f"{layout.images_dir}/{name}", "annotation_boxes": []}
+        for name in images.values()
+    }
+    for annotation in annotations:
+        item = inputs.get(f"{layout.images_dir}/{images.get(annotation.get('image_id'))}")
+        if item is None or item.get("reject_reason"):
+            continue  # an annotation of an unknown image has no file to account for
+        name = categories.get(annotation.get("category_id"))
+        label = source.label_named(name) if name else None
+        box = annotation.get("bbox")
+        if label is None:
+            item["reject_reason"] = (
+                f"category {name or annotation.get('category_id')!r} is not defined by the catalog entry"
+            )
+        elif not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+            item["reject_reason"] = f"annotation {annotation.get('id')} has no valid bbox"
+        else:
+            x, y, w, h = box
+            item["annotation_boxes"].append({"label": label.name, "bbox_xyxy": [x, y, x + w, y + h]})
+    for path in _files(root / layout.images_dir):
+        relpath = f"{layout.images_dir}/{path.name}"
+        inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {layout.annotations}"})
+    return inputs
+
+
 def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
     """One folder per class under ``images_dir``; the folder names the image's label."""
     images_dir = root / source.class_folders.images_dir
@@ -190,6 +230,7 @@ LISTERS = {
     "nnunet": _nnunet,
     "image_mask": _image_mask,
     "image_table": _image_table,
+    "coco": _coco,
     "class_folders": _class_folders,
 }
 
