@@ -102,3 +102,28 @@ def test_sources_check_says_what_is_missing(samples_dir, settings_env, tmp_path)
     assert "images/bad_no_mask.jpg: its annotation masks/bad_no_mask_segmentation.png is missing" in bad.stdout
     unstaged = _check("synthetic_dermoscopy", {**env, "MEDTRINITY_SAMPLES_DIR": str(tmp_path / "none")})
     assert unstaged.returncode == 1 and "does not exist; run `medtrinity samples`" in unstaged.stdout
+
+
+def test_links_that_loop_break_or_leave_the_source_are_rejected(samples_dir, settings_env, tmp_path, monkeypatch):
+    import os
+
+    copy = tmp_path / "samples"
+    shutil.copytree(samples_dir / "synthetic_dermoscopy", copy / "synthetic_dermoscopy")
+    images = copy / "synthetic_dermoscopy" / "images"
+    os.symlink("loop_b.jpg", images / "loop_a.jpg")
+    os.symlink("loop_a.jpg", images / "loop_b.jpg")
+    os.symlink("/etc/hostname", images / "outside.jpg")
+    os.symlink("synthetic_0000.jpg", images / "inside.jpg")  # a link within the source is fine
+    monkeypatch.setenv("MEDTRINITY_SAMPLES_DIR", str(copy))
+    monkeypatch.setenv("MEDTRINITY_RUNNER", "inprocess")
+    run_source("synthetic_dermoscopy", progress=lambda line: None)
+    from medtrinity_tasks.storage.shards import manifest_key
+    from medtrinity_tasks.storage.store import LocalStore
+
+    manifest = LocalStore(settings_env["MEDTRINITY_OUTPUT"]).read_json(manifest_key("synthetic_dermoscopy"))
+    rejects = {r["input"]: r["reason"] for r in manifest["rejected"]}
+    assert rejects["images/loop_a.jpg"] == rejects["images/loop_b.jpg"] == "broken or looping symbolic link"
+    assert rejects["images/outside.jpg"] == "symbolic link leads outside the source directory"
+    assert rejects["images/inside.jpg"] == "file is missing: inside_segmentation.png"  # read past the link
+    counts = manifest["counts"]
+    assert counts["inputs"] == counts["used"] + counts["rejected"]

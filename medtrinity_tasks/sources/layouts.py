@@ -24,11 +24,29 @@ def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
         hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
     inputs = LISTERS[source.layout](source, root)
+    for item in inputs.values():
+        if not item.get("reject_reason"):
+            reason = _link_problem(root, root / item["source_relpath"])
+            if reason:
+                item["reject_reason"] = reason
     return [inputs[key] for key in sorted(inputs)]
 
 
+def _link_problem(root: Path, path: Path) -> str | None:
+    """Symbolic links must resolve, and stay inside the source directory."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "broken or looping symbolic link"
+    return None if target.is_relative_to(root.resolve()) else "symbolic link leads outside the source directory"
+
+
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    """Every entry of ``folder`` that is not a folder: broken links and special files are inputs too,
+    so that they end as rejects with a reason instead of vanishing."""
+    return sorted(p for p in folder.iterdir() if not p.is_dir()) if folder.is_dir() else []
 
 
 def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
