@@ -69,6 +69,9 @@ def _print_result(source_id: str, result: dict) -> None:
         f"{source_id}: {c['records']} records in shards, {c['quarantined']} quarantined, "
         f"{c['rejected']} of {c['inputs']} inputs rejected\nmanifest: {result['manifest_uri']}"
     )
+    for title, key in (("rejected inputs", "rejected_by_reason"), ("quarantined records", "quarantined_by_reason")):
+        for reason, count in sorted(result.get(key, {}).items(), key=lambda item: -item[1]):
+            print(f"  {title}: {count} x {reason}")
 
 
 def _show(args) -> None:
@@ -80,7 +83,7 @@ def _show(args) -> None:
     if not store.exists(key):
         raise MedtrinityError(f"no manifest for {args.source_id} at {store.key_uri(key)}: run the source first")
     manifest = store.read_json(key)
-    _print_result(args.source_id, {"counts": manifest["counts"], "manifest_uri": store.key_uri(key)})
+    _print_result(args.source_id, dict(manifest, manifest_uri=store.key_uri(key)))
     for shard in manifest["shards"]:
         print(f"shard: {shard['uri']} ({shard['records']} records)")
     for reject in manifest["rejected"]:

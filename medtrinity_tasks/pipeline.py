@@ -9,6 +9,7 @@ same functions serve the Airflow tasks, the ``medtrinity run`` command and the t
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -98,13 +99,19 @@ def _run_stages(stages: list[Stage], rows: list[dict], settings: Settings) -> li
     return run_ray(stages, rows, settings)
 
 
+def reason_kind(reason: str) -> str:
+    """A reason without its particulars, for counting: 'file is missing: a.png' -> 'file is missing',
+    'not a readable image (OSError: ...)' -> 'not a readable image'."""
+    return re.sub(r" \(\w+: .*\)$", "", reason).split(": ", 1)[0]
+
+
 def _summary(work: dict, skipped: bool) -> dict:
     return {
         "shard_id": work["shard_id"],
         "skipped": skipped,
         **work["counts"],
-        "reject_reasons": dict(Counter(r["reason"] for r in work["rejected"])),
-        "quarantine_reasons": dict(Counter(reason for q in work["quarantined"] for reason in q["reasons"])),
+        "reject_reasons": dict(Counter(reason_kind(r["reason"]) for r in work["rejected"])),
+        "quarantine_reasons": dict(Counter(reason_kind(r) for q in work["quarantined"] for r in q["reasons"])),
     }
 
 
@@ -261,11 +268,20 @@ def publish_source(
             }
             for w in works
         ],
+        "rejected_by_reason": dict(Counter(reason_kind(r["reason"]) for w in works for r in w["rejected"])),
+        "quarantined_by_reason": dict(
+            Counter(reason_kind(reason) for w in works for q in w["quarantined"] for reason in q["reasons"])
+        ),
         "rejected": [r for w in works for r in w["rejected"]],
         "quarantined": [q for w in works for q in w["quarantined"]],
     }
     uri = store.write_json(manifest_key(source_id), manifest)
-    return {"manifest_uri": uri, "counts": counts}
+    return {
+        "manifest_uri": uri,
+        "counts": counts,
+        "rejected_by_reason": manifest["rejected_by_reason"],
+        "quarantined_by_reason": manifest["quarantined_by_reason"],
+    }
 
 
 def _remove_stale_shards(store: Store, source_id: str, shard_ids: set[str]) -> None:

@@ -34,6 +34,11 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     assert counts["inputs"] == 8 and counts["inputs"] == counts["used"] + counts["rejected"]
     assert counts["produced"] == counts["records"] + counts["quarantined"]
     assert counts["rejected"] == 4 and counts["used"] == 4 and counts["records"] > 20
+    assert manifest["rejected_by_reason"] == {
+        "not a readable NIfTI file": 2,
+        "label shape (512, 504, 40) differs from image shape (512, 512, 40)": 1,
+        "label map is empty": 1,
+    }
     reasons = {r["input"]: r["reason"] for r in manifest["rejected"]}
     assert set(reasons) == set(BAD_INPUTS)
     for path, expected in BAD_INPUTS.items():
