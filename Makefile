@@ -46,6 +46,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/memory.py
 
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db

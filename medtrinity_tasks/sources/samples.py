@@ -186,8 +186,11 @@ BAD_DERMOSCOPY = {
 """The broken inputs ``write_dermoscopy(bad_inputs=True)`` adds, and the start of each reject reason."""
 
 
-def write_dermoscopy(out: Path, cases: int = 8, seed: int = 11, bad_inputs: bool = False) -> Path:
-    """Write the 2D sample source under ``out/synthetic_dermoscopy`` and return that directory."""
+def write_dermoscopy(
+    out: Path, cases: int = 8, seed: int = 11, bad_inputs: bool = False, size: tuple[int, int] = DERMOSCOPY_SIZE
+) -> Path:
+    """Write the 2D sample source under ``out/synthetic_dermoscopy`` and return that directory.
+    ``size`` (width, height) lets benchmarks write camera-sized images."""
     from PIL import Image
 
     root = _fresh(Path(out) / DERMOSCOPY_SOURCE_ID)
@@ -197,14 +200,14 @@ def write_dermoscopy(out: Path, cases: int = 8, seed: int = 11, bad_inputs: bool
         "Computer-generated dermoscopy-like images for pipeline tests; not patient data.\n"
     )
     rng = np.random.default_rng(seed)
-    width, height = DERMOSCOPY_SIZE
+    width, height = size
     ys, xs = np.mgrid[0:height, 0:width]
     truth = {}
     for case in range(cases):
         # lesion centres walk over a 3 x 3 grid of the image so that every location word occurs
         cx = width * (0.2 + 0.3 * (case % 3)) + rng.uniform(-8, 8)
         cy = height * (0.2 + 0.3 * ((case // 3) % 3)) + rng.uniform(-8, 8)
-        a, b = rng.uniform(18, 40), rng.uniform(14, 30)
+        a, b = width * rng.uniform(0.06, 0.12), height * rng.uniform(0.06, 0.12)
         mask = ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
         shading = 1.0 - 0.15 * ((xs - width / 2) ** 2 + (ys - height / 2) ** 2) / (width * height / 2)
         pixels = np.array(SKIN_RGB, np.float32) * shading[..., None]
