@@ -36,6 +36,8 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.base import Volume
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # SegmentationType LABELMAP (2024 supplement)
+SEG_CLASSES = (SEG_STORAGE, LABEL_MAP_SEG_STORAGE)
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 _TOP_LEVEL = (
@@ -43,7 +45,6 @@ _TOP_LEVEL = (
     "SOPClassUID",
     "SOPInstanceUID",
     "SeriesInstanceUID",
-    "FrameOfReferenceUID",
     "Modality",
     "BodyPartExamined",
     "BurnedInAnnotation",
@@ -72,7 +73,6 @@ _TOP_LEVEL = (
     "PixelData",
     # DICOM SEG
     "SegmentationType",
-    "SegmentationFractionalType",
     "MaximumFractionalValue",
     "SegmentSequence",
     "ReferencedSeriesSequence",
@@ -142,6 +142,24 @@ _NATIVE_SYNTAXES = (
     "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
 )
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+_MALFORMED = (ValueError, TypeError, IndexError, OverflowError)
+"""What malformed header values raise when converted (``int('abc')``, ``float(None)``, short lists)."""
+
+
+def _rejects_malformed(what: str):
+    """Turn the errors of malformed header values into ``InputRejected``, so that no input crashes a caller."""
+
+    def wrap(function):
+        @functools.wraps(function)
+        def reader(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except _MALFORMED as exc:
+                raise InputRejected(f"malformed {what} ({type(exc).__name__})") from None
+
+        return reader
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -193,7 +211,7 @@ def scan(paths: list[Path]) -> tuple[list[DicomSeries], dict[Path, str]]:
             rejects[path] = reason
             continue
         sop_class = str(_get(header, "SOPClassUID", ""))
-        if sop_class in (SEG_STORAGE, RTSTRUCT_STORAGE):
+        if sop_class in (*SEG_CLASSES, RTSTRUCT_STORAGE):
             annotations.append((path, header, sop_class))
             continue
         series_uid = _get(header, "SeriesInstanceUID")
@@ -211,7 +229,7 @@ def scan(paths: list[Path]) -> tuple[list[DicomSeries], dict[Path, str]]:
     segs: dict[str, list[Path]] = {}
     rtstructs: dict[str, list[Path]] = {}
     for path, header, sop_class in annotations:
-        kind = "SEG" if sop_class == SEG_STORAGE else "RTSTRUCT"
+        kind = "SEG" if sop_class in SEG_CLASSES else "RTSTRUCT"
         series_uids, instance_uids = _annotation_references(header, kind)
         referenced = {uid for uid in series_uids if uid in images}
         referenced |= {instance_series[uid] for uid in instance_uids if uid in instance_series}
@@ -259,9 +277,9 @@ def _scan_header(path: Path) -> tuple[object | None, str | None]:
     sop_class = str(_get(header, "SOPClassUID", "") or "")
     if not sop_class:
         return None, "no SOPClassUID: not a DICOM composite object"
-    if _get(header, "BurnedInAnnotation", "") == "YES":
+    if str(_get(header, "BurnedInAnnotation", "") or "").strip().upper() == "YES":
         return None, "image flagged with burned-in annotation"
-    if sop_class in (SEG_STORAGE, RTSTRUCT_STORAGE):
+    if sop_class in (*SEG_CLASSES, RTSTRUCT_STORAGE):
         return header, None
     name = _uid_name(sop_class)
     if sop_class.startswith(_NON_IMAGE_PREFIXES) and sop_class not in _IMAGE_EXCEPTIONS:
@@ -327,7 +345,7 @@ def _sorted_paths(members: list[tuple[Path, object]]) -> list[Path]:
     members = sorted(members, key=lambda m: str(m[0]))
     try:
         frames = [_frames_of(header, path)[0] for path, header in members]
-    except InputRejected:
+    except InputRejected:  # read_series says what is missing
         return [path for path, _ in members]
     normal = _normal(frames[0].orientation)
     keyed = sorted(zip(frames, members, strict=True), key=lambda fm: (float(fm[0].position @ normal), str(fm[1][0])))
@@ -338,6 +356,7 @@ def _sorted_paths(members: list[tuple[Path, object]]) -> list[Path]:
 # reading a series
 
 
+@_rejects_malformed("image header")
 def read_series(series: DicomSeries) -> Volume:
     """The series as a float32 RAS+ ``Volume`` in modality units (e.g. HU for CT).
 
@@ -392,6 +411,13 @@ def _read_for_pixels(path: Path):
 def _frames_of(ds, path: Path) -> list[_Frame]:
     """The geometry of every frame in a file: top-level for single-frame images, functional groups
     (per-frame first, then shared) for enhanced multi-frame images."""
+    try:
+        return _frames_in(ds, path)
+    except _MALFORMED as exc:
+        raise InputRejected(f"malformed geometry or pixel description in {path.name} ({type(exc).__name__})") from None
+
+
+def _frames_in(ds, path: Path) -> list[_Frame]:
     rows, columns = _get(ds, "Rows"), _get(ds, "Columns")
     if rows is None or columns is None:
         raise InputRejected(f"missing geometry: {path.name} has no Rows/Columns")
@@ -552,6 +578,7 @@ def _decode(ds, path: Path) -> np.ndarray:
 # annotations
 
 
+@_rejects_malformed("SEG")
 def read_seg_labels(
     seg_path: Path, series: DicomSeries, volume: Volume, segment_labels: dict[int, int] | None = None
 ) -> np.ndarray:
@@ -564,7 +591,7 @@ def read_seg_labels(
     where they overlap."""
     seg_path = Path(seg_path)
     ds = _read_for_pixels(seg_path)
-    if str(_get(ds, "SOPClassUID", "")) != SEG_STORAGE:
+    if str(_get(ds, "SOPClassUID", "")) not in SEG_CLASSES:
         raise InputRejected(f"not a DICOM SEG: {_uid_name(str(_get(ds, 'SOPClassUID', '')))}")
     series_uids, _ = _annotation_references(ds, "SEG")
     if series_uids and series.series_uid not in series_uids:
@@ -610,6 +637,7 @@ def read_seg_labels(
     return _narrow(labels)
 
 
+@_rejects_malformed("RTSTRUCT")
 def read_rtstruct_labels(
     rt_path: Path, series: DicomSeries, volume: Volume, roi_labels: dict[str, int] | None = None
 ) -> np.ndarray:
@@ -801,7 +829,9 @@ def _get(ds, keyword: str, default=None):
         raise KeyError(f"{keyword} is not in ALLOWED_ATTRIBUTES")
     if ds is None:
         return default
-    return getattr(ds, keyword, default)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values convert on first access; malformed ones fail where they are used
+        return getattr(ds, keyword, default)
 
 
 def _floats(ds, keyword: str, count: int, path: Path) -> np.ndarray:
@@ -827,4 +857,5 @@ def _uid_name(uid: str) -> str:
 
 
 def _clean(message: str, path: Path) -> str:
-    return message.replace(str(path), path.name)[:200]
+    """An exception's text on one line, naming the file by its base name only."""
+    return " ".join(message.replace(str(path), path.name).split())[:200]
