@@ -71,9 +71,9 @@ def plan_shards(
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
     open_store(output_uri, settings)  # an unreachable store fails here, before any work
-    inputs = list_inputs(source, settings)[: limit or None]
+    inputs = [item["source_relpath"] for item in list_inputs(source, settings)][: limit or None]
     if not inputs:
-        raise MedtrinityError(f"source {source_id}: dataset.json lists no inputs and imagesTr/ holds no files")
+        raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
     size = shard_size or settings.shard_size
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     return [
@@ -122,7 +122,7 @@ def process_shard(shard: dict) -> dict:
     source = get_source(shard["source_id"], settings)
     store = open_store(shard["output_uri"], settings)
     wkey = work_key(source.id, shard["shard_id"])
-    relpaths = [item["source_relpath"] for item in shard["inputs"]]
+    relpaths = shard["inputs"]
     if not shard.get("force") and store.exists(wkey):
         prior = store.read_json(wkey)
         if prior["inputs"] == relpaths and prior["pipeline_version"] == PIPELINE_VERSION:
@@ -131,7 +131,12 @@ def process_shard(shard: dict) -> dict:
 
     started = time.monotonic()
     stages = build_stages(source, settings)
-    rows = _run_stages(stages, [dict(item, source_id=source.id) for item in shard["inputs"]], settings)
+    # Shards name their inputs by key only (XCom and task logs never carry file lists or
+    # annotations); the source is listed again here, which is cheap and deterministic.
+    listing = {item["source_relpath"]: item for item in list_inputs(source, settings)}
+    gone = {"reject_reason": "no longer in the source: it changed after the run was planned"}
+    inputs = [dict(listing.get(key) or dict(gone, source_relpath=key), source_id=source.id) for key in relpaths]
+    rows = _run_stages(stages, inputs, settings)
 
     rejected = {}  # input relpath -> reason
     stage_quarantined, candidates = [], []

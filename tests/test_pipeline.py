@@ -164,3 +164,17 @@ def test_bad_setting_is_a_one_line_error(inprocess):
         2,
         "medtrinity: error: MEDTRINITY_SHARD_SIZE must be an integer, got 'lots'",
     )
+
+
+def test_shards_name_inputs_by_key_and_a_vanished_input_is_rejected(samples_dir, inprocess, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "samples"
+    shutil.copytree(samples_dir / "synthetic_dermoscopy", copy / "synthetic_dermoscopy")
+    monkeypatch.setenv("MEDTRINITY_SAMPLES_DIR", str(copy))
+    (shard,) = plan_shards("synthetic_dermoscopy")
+    assert all(isinstance(key, str) for key in shard["inputs"])  # keys only: no file lists in XCom
+    (copy / "synthetic_dermoscopy" / "images" / "synthetic_0003.jpg").unlink()
+    summary = process_shard(shard)
+    assert summary["reject_reasons"]["no longer in the source"] == 1
+    assert summary["inputs"] == summary["used"] + summary["rejected"]
