@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES ?= synthetic_ct_abdomen synthetic_dermoscopy synthetic_chest_xray synthetic_pathology_tiles
+SOURCES ?= synthetic_ct_abdomen synthetic_ct_dicom synthetic_dermoscopy synthetic_chest_xray synthetic_pathology_tiles
 
 export MEDTRINITY_SAMPLES_DIR ?= $(CURDIR)/data/samples
 export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output

@@ -14,6 +14,7 @@ from medtrinity_tasks.errors import MedtrinityError
 SAMPLE_SOURCE_IDS = (
     "synthetic_chest_xray",
     "synthetic_ct_abdomen",
+    "synthetic_ct_dicom",
     "synthetic_dermoscopy",
     "synthetic_pathology_tiles",
 )  # listed here: the CLI parses without numpy

@@ -44,6 +44,9 @@ class Settings:
     """MEDTRINITY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL): an S3 API server other than AWS."""
     min_pass_rate: float
     """MEDTRINITY_MIN_PASS_RATE: the gate's default threshold when a source sets none."""
+    deid_salt: str | None = None
+    """MEDTRINITY_DEID_SALT: secret salt for the pseudonyms that replace DICOM series and file names.
+    Required for non-synthetic DICOM sources; keep it constant so that record ids stay stable."""
     catalog_dirs: tuple[Path, ...] = ()
     """MEDTRINITY_CATALOG_DIRS: more directories of catalog YAML files (os.pathsep-separated)."""
 
@@ -62,6 +65,7 @@ def load_settings(env: dict | None = None) -> Settings:
         parallel_shards=_number(env, "MEDTRINITY_PARALLEL_SHARDS", 8 if env.get("RAY_ADDRESS") else 1),
         s3_endpoint_url=env.get("MEDTRINITY_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
         min_pass_rate=_number(env, "MEDTRINITY_MIN_PASS_RATE", 0.9, kind=float),
+        deid_salt=env.get("MEDTRINITY_DEID_SALT") or None,
         catalog_dirs=tuple(
             Path(p).absolute() for p in (env.get("MEDTRINITY_CATALOG_DIRS") or "").split(os.pathsep) if p
         ),

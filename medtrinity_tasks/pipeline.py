@@ -20,6 +20,7 @@ from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.generation.template import TemplateDescription
 from medtrinity_tasks.preprocess.captions import CoarseCaption
+from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.roi.annotations import AnnotationRois
@@ -45,7 +46,7 @@ class GateFailed(MedtrinityError):
     """Too few records passed the quality gate to publish the run."""
 
 
-LOADERS = {"nifti": VolumeSlicer, "image2d": PlanarImageLoader}
+LOADERS = {"nifti": VolumeSlicer, "dicom": DicomSeriesSlicer, "image2d": PlanarImageLoader}
 """The first stage per source format: input files -> 2D image rows with their label slices, or rejects."""
 
 

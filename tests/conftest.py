@@ -22,7 +22,7 @@ def samples_dir(tmp_path_factory) -> Path:
     (and four bad volumes), eight images or tiles per 2D source (and their bad files)."""
     root = tmp_path_factory.mktemp("samples")
     for source_id, write in SAMPLE_SOURCES.items():
-        write(root, cases=4 if source_id == "synthetic_ct_abdomen" else 8, bad_inputs=True)
+        write(root, cases={"synthetic_ct_abdomen": 4, "synthetic_ct_dicom": 3}.get(source_id, 8), bad_inputs=True)
     return root
 
 

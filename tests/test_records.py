@@ -59,3 +59,12 @@ def test_huggingface_features_describe_the_whole_schema():
     assert list(features) == RECORD_SCHEMA.names
     assert features.arrow_schema.field("rois").type.value_type.field("bbox_xyxy").type == pa.list_(pa.float64())
     assert b"huggingface" in shard_schema().metadata
+
+
+def test_the_command_line_offers_every_sample_source():
+    from medtrinity_tasks.cli import SAMPLE_SOURCE_IDS
+    from medtrinity_tasks.sources.catalog import load_catalog
+    from medtrinity_tasks.sources.samples import SAMPLE_SOURCES
+
+    assert sorted(SAMPLE_SOURCE_IDS) == sorted(SAMPLE_SOURCES)
+    assert set(SAMPLE_SOURCES) <= set(load_catalog())

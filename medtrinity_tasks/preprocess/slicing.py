@@ -11,7 +11,7 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.sources.readers import read_nifti
+from medtrinity_tasks.sources.readers import Volume, read_nifti
 from medtrinity_tasks.stages.base import Stage
 
 AXES = {"axial": (2, ["L", "P"]), "coronal": (1, ["L", "I"]), "sagittal": (0, ["P", "I"])}
@@ -70,7 +70,8 @@ class VolumeSlicer(Stage):
                 out.append(dict(row, reject_reason=str(reject)))
         return out
 
-    def slice_volume(self, row: dict) -> list[dict]:
+    def read(self, row: dict) -> tuple[Volume, np.ndarray]:
+        """The image volume and its label volume, voxel for voxel (NIfTI; other formats override)."""
         image = read_nifti(self.root / row["source_relpath"])
         if not row.get("label_relpath"):
             raise InputRejected("no label file is listed for this image")
@@ -79,7 +80,11 @@ class VolumeSlicer(Stage):
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):
             raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
-        present = set(np.flatnonzero(np.bincount(labels.data.ravel())).tolist()) - {0}  # np.unique sorts: slower
+        return image, labels.data
+
+    def slice_volume(self, row: dict) -> list[dict]:
+        image, labels = self.read(row)
+        present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}  # np.unique sorts: slower
         if not present:
             raise InputRejected("label map is empty: no annotated structure to describe")
         unknown = sorted(present - set(self.source.labels))
@@ -87,7 +92,7 @@ class VolumeSlicer(Stage):
             raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
-        chosen = choose_slices(labels.data, self.lesion_values, image.data, self.context, axis)
+        chosen = choose_slices(labels, self.lesion_values, image.data, self.context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
         col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)
@@ -100,7 +105,7 @@ class VolumeSlicer(Stage):
                 window.center if window else None,
                 window.width if window else None,
             )
-            label_slice = display_view(np.take(labels.data, index, axis=along)).astype("<u2")
+            label_slice = display_view(np.take(labels, index, axis=along)).astype("<u2")
             pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
             height, width = pixels.shape
             slices.append(

@@ -106,7 +106,11 @@ class FolderLayout(BaseModel):
     images_dir: str = "images"
 
 
-LAYOUTS = {"nifti": {"msd", "nnunet"}, "image2d": {"image_mask", "image_table", "coco", "class_folders"}}
+LAYOUTS = {
+    "nifti": {"msd", "nnunet"},
+    "dicom": {"series"},
+    "image2d": {"image_mask", "image_table", "coco", "class_folders"},
+}
 """The layouts each format may come in."""
 
 
@@ -118,8 +122,8 @@ class SourceEntry(BaseModel):
     licence: str
     modality: str
     body_region: str
-    format: Literal["nifti", "image2d"]
-    layout: Literal["msd", "nnunet", "image_mask", "image_table", "coco", "class_folders"]
+    format: Literal["nifti", "dicom", "image2d"]
+    layout: Literal["msd", "nnunet", "series", "image_mask", "image_table", "coco", "class_folders"]
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
     table: TableLayout | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
@@ -95,6 +96,34 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
             inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"not named <case>_<channel 0000>{ending}"}
         else:
             inputs[relpath] = {"source_relpath": relpath, "label_relpath": f"labelsTr/{case}{ending}"}
+    return inputs
+
+
+def _dicom_series(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """Every file under the source directory, grouped into series by the DICOM reader. A series is
+    one input named by a salted pseudonym of its SeriesInstanceUID; a file that cannot be used is
+    an input of its own, rejected, named by a pseudonym of its path. No folder or file name, which
+    in DICOM trees often hold patient ids or dates, reaches an output."""
+    from medtrinity_tasks.config import load_settings
+    from medtrinity_tasks.preprocess.deid import file_aliases, pseudonym, salt_for, scrub
+    from medtrinity_tasks.sources.readers.dicom import scan
+
+    salt = salt_for(source, load_settings())
+    files = sorted(
+        Path(folder, name).relative_to(root).as_posix()
+        for folder, _, names in os.walk(root)  # does not follow folder links: no loops
+        for name in names
+    )
+    aliases = file_aliases(salt, files)
+    series, rejects = scan([root / p for p in files])
+    inputs = {}
+    for path, reason in rejects.items():
+        key = pseudonym(salt, path.relative_to(root).as_posix(), "file")
+        inputs[key] = {"source_relpath": key, "reject_reason": scrub(reason, aliases)}
+    for found in series:
+        key = pseudonym(salt, found.series_uid, "series")
+        members = [p.relative_to(root).as_posix() for p in (*found.files, *found.segs, *found.rtstructs)]
+        inputs[key] = {"source_relpath": key, "member_files": members}
     return inputs
 
 
@@ -246,6 +275,7 @@ def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
 LISTERS = {
     "msd": _msd,
     "nnunet": _nnunet,
+    "series": _dicom_series,
     "image_mask": _image_mask,
     "image_table": _image_table,
     "coco": _coco,

@@ -64,31 +64,33 @@ def _lesions(case: int) -> list[dict]:
     return lesions
 
 
-def _affine(orientation: str, case: int) -> np.ndarray:
+def _affine(orientation: str, case: int, shape=SHAPE, spacing=SPACING) -> np.ndarray:
     """Voxel-to-RAS affine for an array stored with the given axis codes, centred near the origin."""
     signs = [1.0 if code in "RAS" else -1.0 for code in orientation]
-    affine = np.diag([s * d for s, d in zip(signs, SPACING, strict=True)] + [1.0])
-    centre_voxel = (np.array(SHAPE) - 1) / 2.0
+    affine = np.diag([s * d for s, d in zip(signs, spacing, strict=True)] + [1.0])
+    centre_voxel = (np.array(shape) - 1) / 2.0
     offset = np.array([3.5 * case, -2.0 * case, 1.5 * case])  # a different origin for every case
     affine[:3, 3] = offset - affine[:3, :3] @ centre_voxel
     return affine
 
 
-def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _phantom(
+    affine: np.ndarray, lesions: list[dict], rng: np.random.Generator, shape: tuple[int, int, int] = SHAPE
+) -> tuple[np.ndarray, np.ndarray]:
     # The affines are diagonal (flips, scales, offsets), so each world axis depends on one array
     # axis: broadcast three coordinate vectors instead of materialising a world grid.
     world = [
-        (affine[axis, axis] * np.arange(SHAPE[axis], dtype=np.float32) + affine[axis, 3]).reshape(
+        (affine[axis, axis] * np.arange(shape[axis], dtype=np.float32) + affine[axis, 3]).reshape(
             [-1 if a == axis else 1 for a in range(3)]
         )
         for axis in range(3)
     ]
     x, y, z = world
-    hu = np.full(SHAPE, -1000.0, dtype=np.float32)
-    labels = np.zeros(SHAPE, dtype=np.uint8)
-    body = np.broadcast_to((x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0, SHAPE)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    body = np.broadcast_to((x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0, shape)
     hu[body] = -100.0  # subcutaneous fat
-    hu[np.broadcast_to((x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0, SHAPE)] = 40.0  # soft tissue
+    hu[np.broadcast_to((x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1.0, shape)] = 40.0  # soft tissue
     for label, centre, semi, value in ORGANS:
         inside = sum(((w - c) / s) ** 2 for w, c, s in zip(world, centre, semi, strict=True)) <= 1.0
         hu[inside], labels[inside] = value, label
@@ -97,7 +99,7 @@ def _phantom(affine: np.ndarray, lesions: list[dict], rng: np.random.Generator) 
             sum((w - c) ** 2 for w, c in zip(world, lesion["center_ras_mm"], strict=True)) <= lesion["radius_mm"] ** 2
         )
         hu[inside], labels[inside] = lesion["hu"], lesion["label"]
-    hu += rng.standard_normal(SHAPE, dtype=np.float32) * 8.0
+    hu += rng.standard_normal(shape, dtype=np.float32) * 8.0
     return np.round(hu).astype(np.int16), labels
 
 
@@ -331,10 +333,122 @@ def write_pathology_tiles(out: Path, cases: int = 8, seed: int = 17, bad_inputs:
     return root
 
 
+DICOM_SOURCE_ID = "synthetic_ct_dicom"
+DICOM_SHAPE = (256, 256, 24)
+DICOM_SPACING = (1.5, 1.5, 5.0)
+FAKE_PHI = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "PHI-12345",
+    "PatientBirthDate": "19700101",
+    "AccessionNumber": "ACC-999",
+    "InstitutionName": "General Hospital",
+}
+"""Identifiers every sample DICOM file carries (also in folder names), so tests can prove none leaks."""
+
+
+def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool = False) -> Path:
+    """Axial CT series (one per case, folders named like a PACS export, carrying fake PHI) with a
+    DICOM SEG of the organs and lesions, built with highdicom."""
+    import pydicom
+    from highdicom.seg import SegmentAlgorithmTypeValues, Segmentation, SegmentDescription
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    root = _fresh(Path(out) / DICOM_SOURCE_ID)
+    root.mkdir(parents=True)
+    (root / "SYNTHETIC.txt").write_text("Computer-generated CT-like DICOM with FAKE identifiers; not patient data.\n")
+    rng = np.random.default_rng(seed)
+    dx, dy, dz = DICOM_SPACING
+
+    def series(folder: Path, hu: np.ndarray, affine: np.ndarray) -> list[Dataset]:
+        folder.mkdir(parents=True)
+        study, series_uid, frame = generate_uid(), generate_uid(), generate_uid()
+        datasets = []
+        for k in range(hu.shape[2]):
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+            ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+            for keyword, value in FAKE_PHI.items():
+                setattr(ds, keyword, value)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame
+            ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
+            ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
+            ds.PatientSex, ds.PatientAge, ds.AccessionNumber = "F", "050Y", FAKE_PHI["AccessionNumber"]
+            ds.ReferringPhysicianName, ds.StudyTime, ds.Manufacturer = "", "000000", "Phantom"
+            # stored grid [i, j, k] is LPS: patient position of voxel (0, 0, k)
+            ds.ImagePositionPatient = [-float(affine[0, 3]), -float(affine[1, 3]), float(affine[2, 3] + k * dz)]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing, ds.SliceThickness = [dy, dx], dz
+            ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+            ds.PixelData = np.ascontiguousarray((hu[:, :, k].T + 1024).clip(0, 65535).astype(np.uint16)).tobytes()
+            pydicom.dcmwrite(folder / f"IM{k:04d}.dcm", ds, enforce_file_format=True)
+            datasets.append(ds)
+        return datasets
+
+    for case in range(cases):
+        affine = _affine("LPS", case, DICOM_SHAPE, DICOM_SPACING)
+        hu, labels = _phantom(affine, _lesions(case), rng, DICOM_SHAPE)
+        folder = (
+            root / f"{FAKE_PHI['PatientName'].replace('^', '_')}_{FAKE_PHI['PatientID']}" / f"CT_{case:02d}_19700101"
+        )
+        datasets = series(folder / "series", hu, affine)
+        count = int(labels.max())
+        segment = Segmentation(
+            source_images=datasets,
+            pixel_array=np.stack([labels[:, :, k].T for k in range(labels.shape[2])]).astype(np.uint8),
+            segmentation_type="BINARY",
+            segment_descriptions=[
+                SegmentDescription(
+                    segment_number=n,
+                    segment_label=LABELS[n],
+                    segmented_property_category=codes.SCT.Tissue,
+                    segmented_property_type=codes.SCT.Tissue,
+                    algorithm_type=SegmentAlgorithmTypeValues.MANUAL,
+                )
+                for n in range(1, count + 1)
+            ],
+            series_instance_uid=generate_uid(),
+            series_number=50,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="Phantom",
+            manufacturer_model_name="samples",
+            software_versions="1",
+            device_serial_number="1",
+        )
+        segment.save_as(folder / "seg.dcm")
+    if bad_inputs:
+        bad = root / "bad"
+        bad.mkdir()
+        (bad / "empty.dcm").write_bytes(b"")
+        (bad / "notes.dcm").write_text(f"{FAKE_PHI['PatientName']} {FAKE_PHI['PatientID']}: not DICOM\n")
+        plan = Dataset()
+        plan.file_meta = FileMetaDataset()
+        plan.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"  # RT Plan Storage
+        plan.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        plan.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        plan.SOPClassUID, plan.SOPInstanceUID = plan.file_meta.MediaStorageSOPClassUID, generate_uid()
+        plan.Modality, plan.SeriesInstanceUID = "RTPLAN", generate_uid()
+        for keyword, value in FAKE_PHI.items():
+            setattr(plan, keyword, value)
+        pydicom.dcmwrite(bad / "plan.dcm", plan, enforce_file_format=True)
+        hu, _ = _phantom(_affine("LPS", 0, DICOM_SHAPE, DICOM_SPACING), [], rng, DICOM_SHAPE)
+        series(bad / "unannotated", hu[:, :, :4], _affine("LPS", 0, DICOM_SHAPE, DICOM_SPACING))
+    return root
+
+
 SAMPLE_SOURCES = {
     CT_SOURCE_ID: write_ct_abdomen,
     DERMOSCOPY_SOURCE_ID: write_dermoscopy,
     CXR_SOURCE_ID: write_chest_xray,
     TILES_SOURCE_ID: write_pathology_tiles,
+    DICOM_SOURCE_ID: write_ct_dicom,
 }
 """Every sample source by catalog id, with the function that writes it."""

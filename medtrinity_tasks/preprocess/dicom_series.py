@@ -1,0 +1,51 @@
+"""DICOM series to slices: the volume slicer reading a series and its SEG/RTSTRUCT annotations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.preprocess.deid import file_aliases, salt_for, scrub
+from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.readers import Volume
+
+
+class DicomSeriesSlicer(VolumeSlicer):
+    """A DICOM series (an input named by a pseudonym, its files listed in ``member_files``) with
+    its annotations as one label volume; then slicing as for any volume. Reject reasons name files
+    by pseudonym only."""
+
+    name = "slice_dicom_series"
+    version = "1"
+
+    def __init__(self, source: SourceEntry, settings: Settings):
+        super().__init__(source, settings)
+        self.salt = salt_for(source, settings)
+        self.roi_labels = {label.source_name or label.name: value for value, label in source.labels.items()}
+
+    def slice_volume(self, row: dict) -> list[dict]:
+        try:
+            return super().slice_volume(row)
+        except InputRejected as reject:
+            raise InputRejected(scrub(str(reject), file_aliases(self.salt, row["member_files"]))) from None
+
+    def read(self, row: dict) -> tuple[Volume, np.ndarray]:
+        from medtrinity_tasks.sources.readers.dicom import read_rtstruct_labels, read_seg_labels, read_series, scan
+
+        series, rejects = scan([self.root / p for p in row["member_files"]])
+        if rejects or len(series) != 1:
+            raise InputRejected("the series' files no longer form one series: the source changed after listing")
+        (found,) = series
+        if not (found.segs or found.rtstructs):
+            raise InputRejected("series has no SEG or RTSTRUCT annotation")
+        image = read_series(found)
+        labels = np.zeros(image.data.shape, dtype=np.uint16)
+        for path in found.segs:
+            seg = read_seg_labels(path, found, image)
+            labels = np.where(seg > 0, seg, labels)
+        for path in found.rtstructs:
+            contours = read_rtstruct_labels(path, found, image, self.roi_labels)
+            labels = np.where(contours > 0, contours, labels)
+        return image, labels
