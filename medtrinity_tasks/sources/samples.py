@@ -357,7 +357,7 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
 
     root = _fresh(Path(out) / DICOM_SOURCE_ID)
     root.mkdir(parents=True)
-    (root / "SYNTHETIC.txt").write_text("Computer-generated CT-like DICOM with FAKE identifiers; not patient data.\n")
+    # every file in a DICOM tree is an input: the headers say SYNTHETIC instead of a readme file
     rng = np.random.default_rng(seed)
     dx, dy, dz = DICOM_SPACING
 
@@ -376,6 +376,7 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
                 setattr(ds, keyword, value)
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame
             ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
+            ds.SeriesDescription = ds.StudyDescription = "SYNTHETIC phantom, fake identifiers, not patient data"
             ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
             ds.PatientSex, ds.PatientAge, ds.AccessionNumber = "F", "050Y", FAKE_PHI["AccessionNumber"]
             ds.ReferringPhysicianName, ds.StudyTime, ds.Manufacturer = "", "000000", "Phantom"
