@@ -25,9 +25,9 @@ class DicomSeriesSlicer(VolumeSlicer):
         self.salt = salt_for(source, settings)
         self.roi_labels = {label.source_name or label.name: value for value, label in source.labels.items()}
 
-    def slice_volume(self, row: dict) -> list[dict]:
+    def rows_for(self, row: dict) -> list[dict]:
         try:
-            return super().slice_volume(row)
+            return super().rows_for(row)
         except InputRejected as reject:
             raise InputRejected(scrub(str(reject), file_aliases(self.salt, row["member_files"]))) from None
 

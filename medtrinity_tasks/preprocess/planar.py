@@ -13,7 +13,7 @@ from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry, Window
 from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
-from medtrinity_tasks.stages.base import Stage
+from medtrinity_tasks.stages.base import InputStage
 
 
 def to_8bit(pixels: np.ndarray, colour: bool, window: Window | None = None) -> np.ndarray:
@@ -27,7 +27,7 @@ def to_8bit(pixels: np.ndarray, colour: bool, window: Window | None = None) -> n
     return pixels
 
 
-class PlanarImageLoader(Stage):
+class PlanarImageLoader(InputStage):
     """Reads an image (and its mask, if it has one); emits one record row, or a reject with the reason."""
 
     name = "load_images"
@@ -39,16 +39,7 @@ class PlanarImageLoader(Stage):
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
 
-    def process_batch(self, rows: list[dict]) -> list[dict]:
-        out = []
-        for row in rows:
-            try:
-                out.append(self.load(row))
-            except InputRejected as reject:
-                out.append(dict(row, reject_reason=str(reject)))
-        return out
-
-    def load(self, row: dict) -> dict:
+    def rows_for(self, row: dict) -> list[dict]:
         pixels = read_image(self.root / row["source_relpath"])
         if row.get("label_relpath"):
             mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
@@ -64,7 +55,7 @@ class PlanarImageLoader(Stage):
         image, mask, scale = fit_within(image, mask, self.image_size)
         height, width = image.shape[:2]
         stem = Path(row["source_relpath"]).name.rsplit(".", 1)[0]
-        return dict(
+        record = dict(
             row,
             id=record_id(self.source.id, row["source_relpath"], "image", 0),
             modality=self.source.modality,
@@ -79,3 +70,4 @@ class PlanarImageLoader(Stage):
                 dict(box, bbox_xyxy=[v * scale for v in box["bbox_xyxy"]]) for box in row.get("annotation_boxes") or []
             ],
         )
+        return [record]

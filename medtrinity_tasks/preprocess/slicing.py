@@ -12,7 +12,7 @@ from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers import Volume, read_nifti
-from medtrinity_tasks.stages.base import Stage
+from medtrinity_tasks.stages.base import InputStage
 
 AXES = {"axial": (2, ["L", "P"]), "coronal": (1, ["L", "I"]), "sagittal": (0, ["P", "I"])}
 """Per slicing axis: the RAS+ array axis it cuts, and the patient direction of +column and +row in
@@ -45,7 +45,7 @@ def choose_slices(
     return sorted(lesion_slices + list(context_slices))
 
 
-class VolumeSlicer(Stage):
+class VolumeSlicer(InputStage):
     """Reads an image volume and its label map; emits one row per chosen slice, or a reject."""
 
     name = "slice_volumes"
@@ -61,15 +61,6 @@ class VolumeSlicer(Stage):
         )
         self.lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
 
-    def process_batch(self, rows: list[dict]) -> list[dict]:
-        out = []
-        for row in rows:
-            try:
-                out.extend(self.slice_volume(row))
-            except InputRejected as reject:
-                out.append(dict(row, reject_reason=str(reject)))
-        return out
-
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override)."""
         image = read_nifti(self.root / row["source_relpath"])
@@ -82,7 +73,7 @@ class VolumeSlicer(Stage):
             raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
         return image, labels.data
 
-    def slice_volume(self, row: dict) -> list[dict]:
+    def rows_for(self, row: dict) -> list[dict]:
         image, labels = self.read(row)
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}  # np.unique sorts: slower
         if not present:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from medtrinity_tasks.errors import InputRejected
+
 log = logging.getLogger(__name__)
 
 
@@ -55,3 +57,20 @@ class Stage:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+class InputStage(Stage):
+    """A first stage: turns each input row into record rows, or into one reject row with the reason
+    its ``rows_for`` raised, so a bad file never costs its neighbours."""
+
+    def rows_for(self, row: dict) -> list[dict]:
+        raise NotImplementedError
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        out = []
+        for row in rows:
+            try:
+                out.extend(self.rows_for(row))
+            except InputRejected as reject:
+                out.append(dict(row, reject_reason=str(reject)))
+        return out
