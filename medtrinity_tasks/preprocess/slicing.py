@@ -27,6 +27,11 @@ def display_view(ras_slice: np.ndarray) -> np.ndarray:
     return ras_slice[::-1, ::-1].T
 
 
+def plane(volume: np.ndarray, along: int, index: int) -> np.ndarray:
+    """The 2D plane at ``index`` along axis ``along``, as a view (np.take copies, and slowly)."""
+    return volume[(slice(None),) * along + (index,)]
+
+
 def choose_slices(
     labels: np.ndarray, lesion_values: list[int], image: np.ndarray, context: int, axis: str = "axial"
 ) -> list[int]:
@@ -92,11 +97,11 @@ class VolumeSlicer(InputStage):
         slices = []
         for index in chosen:
             pixels = window_to_uint8(
-                display_view(np.take(image.data, index, axis=along)),
+                display_view(plane(image.data, along, index)),
                 window.center if window else None,
                 window.width if window else None,
             )
-            label_slice = display_view(np.take(labels, index, axis=along)).astype("<u2")
+            label_slice = display_view(plane(labels, along, index)).astype("<u2")
             pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
             height, width = pixels.shape
             slices.append(
