@@ -58,6 +58,7 @@ RECORD_SCHEMA = pa.schema(
         ("source_id", pa.string()),
         ("source_relpath", pa.string()),
         ("modality", pa.string()),
+        ("sequence", pa.string()),  # MR sequence or image channel (FLAIR, T1w, ...), where the source names one
         ("organ", pa.string()),
         ("diseases", pa.list_(pa.string())),
         ("image", IMAGE),

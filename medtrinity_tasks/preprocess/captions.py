@@ -13,8 +13,11 @@ MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (M
 
 
 def image_kind(row: dict, modality: str) -> str:
-    """'Axial computed tomography (CT) slice', or 'Dermoscopy image' for a 2D source."""
+    """'Axial computed tomography (CT) slice', 'Axial magnetic resonance (MR) FLAIR slice', or
+    'Dermoscopy image' for a 2D source."""
     name = MODALITY_NAMES.get(modality, modality)
+    if row.get("sequence"):
+        name += f" {row['sequence']}"
     if row["axis"] == "image":
         return f"{name[0].upper()}{name[1:]} image"
     return f"{row['axis'].capitalize()} {name} slice"

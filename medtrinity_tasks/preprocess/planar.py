@@ -3,8 +3,6 @@ patient orientation)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from medtrinity_tasks.config import Settings
@@ -51,10 +49,12 @@ class PlanarImageLoader(InputStage):
                 raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
         else:  # boxes or class labels only
             mask = np.zeros(pixels.shape[:2], dtype=np.uint16)
+        if self.source.rescale_intercept:
+            pixels = pixels.astype(np.float32) + self.source.rescale_intercept
         image = to_8bit(pixels, self.source.colour, self.source.display_window())
         image, mask, scale = fit_within(image, mask, self.image_size)
         height, width = image.shape[:2]
-        stem = Path(row["source_relpath"]).name.rsplit(".", 1)[0]
+        stem = row["source_relpath"].rsplit(".", 1)[0]  # the path: many sources reuse file names across folders
         record = dict(
             row,
             id=record_id(self.source.id, row["source_relpath"], "image", 0),

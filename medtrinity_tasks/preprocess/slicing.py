@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from medtrinity_tasks.config import Settings
@@ -67,16 +65,24 @@ class VolumeSlicer(InputStage):
         self.lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
 
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
-        """The image volume and its label volume, voxel for voxel (NIfTI; other formats override)."""
-        image = read_nifti(self.root / row["source_relpath"])
+        """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
+        A 4D image holds channels (MR sequences) over one label volume."""
+        image = read_nifti(self.root / row["source_relpath"], channels=True)
         if not row.get("label_relpath"):
             raise InputRejected("no label file is listed for this image")
         labels = read_nifti(self.root / row["label_relpath"], labels=True)
-        if labels.data.shape != image.data.shape:
-            raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape}")
+        if labels.data.shape != image.data.shape[:3]:
+            raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):
             raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
         return image, labels.data
+
+    def channels(self, row: dict, image: Volume) -> list[tuple[str | None, np.ndarray]]:
+        """(sequence name, 3D voxels) per channel: one for a 3D image, each channel of a 4D one."""
+        if image.data.ndim == 3:
+            return [(row.get("sequence"), image.data)]
+        names = self.source.channels or {}
+        return [(names.get(str(c), f"channel {c}"), image.data[..., c]) for c in range(image.data.shape[3])]
 
     def rows_for(self, row: dict) -> list[dict]:
         image, labels = self.read(row)
@@ -88,35 +94,40 @@ class VolumeSlicer(InputStage):
             raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
-        chosen = choose_slices(labels, self.lesion_values, image.data, self.context, axis)
+        channels = self.channels(row, image)
+        chosen = choose_slices(labels, self.lesion_values, channels[0][1], self.context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
         col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)
         window = self.source.display_window()
-        stem = Path(row["source_relpath"]).name.split(".")[0]
+        folder = f"{self.source.id}/{row['source_relpath'].split('.')[0]}"
         slices = []
-        for index in chosen:
-            pixels = window_to_uint8(
-                display_view(plane(image.data, along, index)),
-                window.center if window else None,
-                window.width if window else None,
-            )
-            label_slice = display_view(plane(labels, along, index)).astype("<u2")
-            pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
-            height, width = pixels.shape
-            slices.append(
-                dict(
-                    row,
-                    id=record_id(self.source.id, row["source_relpath"], axis, index),
-                    modality=self.source.modality,
-                    image={"bytes": encode_png(pixels), "path": f"{self.source.id}/{stem}/{axis}_{index:04d}.png"},
-                    width=width,
-                    height=height,
-                    axis=axis,
-                    slice_index=index,
-                    spacing_mm=[row_mm / scale, col_mm / scale, image.spacing_mm[along]],
-                    patient_orientation=orientation,
-                    label_slice=np.ascontiguousarray(label_slice, dtype="<u2").tobytes(),
+        for sequence, voxels in channels:
+            channel_key = row["source_relpath"] if len(channels) == 1 else f"{row['source_relpath']}#{sequence}"
+            prefix = f"{sequence}_" if len(channels) > 1 else ""
+            for index in chosen:
+                pixels = window_to_uint8(
+                    display_view(plane(voxels, along, index)),
+                    window.center if window else None,
+                    window.width if window else None,
                 )
-            )
+                label_slice = display_view(plane(labels, along, index)).astype("<u2")
+                pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
+                height, width = pixels.shape
+                slices.append(
+                    dict(
+                        row,
+                        id=record_id(self.source.id, channel_key, axis, index),
+                        modality=self.source.modality,
+                        sequence=sequence,
+                        image={"bytes": encode_png(pixels), "path": f"{folder}/{prefix}{axis}_{index:04d}.png"},
+                        width=width,
+                        height=height,
+                        axis=axis,
+                        slice_index=index,
+                        spacing_mm=[row_mm / scale, col_mm / scale, image.spacing_mm[along]],
+                        patient_orientation=orientation,
+                        label_slice=np.ascontiguousarray(label_slice, dtype="<u2").tobytes(),
+                    )
+                )
         return slices

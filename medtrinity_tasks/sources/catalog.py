@@ -7,6 +7,7 @@ back to the settings' defaults, so sample entries work with no configuration at 
 from __future__ import annotations
 
 import os
+import re
 import string
 from functools import lru_cache
 from pathlib import Path
@@ -71,23 +72,51 @@ class ImageMaskLayout(BaseModel):
     """binary: any pixel above 127 is label 1 (JPEG masks are noisy); labels: pixel values are labels."""
 
 
-class TableLayout(BaseModel):
-    """2D images annotated by a CSV table (NIH ChestX-ray14, VinDr-CXR, CheXpert style): class
-    labels per image, boxes (one row per box), and text that comes with the image."""
+class TableFile(BaseModel):
+    """One CSV of an image_table layout: which column names the image, and which hold its labels,
+    boxes or text. A source may have several (NIH ChestX-ray14: findings in one, boxes in another)."""
 
     model_config = ConfigDict(extra="forbid")
-    images_dir: str = "images"
-    table: str
+    path: str
     """The CSV file, relative to the source directory."""
     image_column: str
-    """File name of the image, relative to ``images_dir``."""
+    """The image's path relative to ``images_dir`` (after ``image_suffix`` and ``image_rewrite``)."""
+    image_suffix: str = ""
+    """Appended to the image cell, for tables that name images without extension (ISIC: ".jpg")."""
+    image_rewrite: tuple[str, str] | None = None
+    """A regular expression and its replacement turning the cell into a path, e.g. DeepLesion's
+    ``000001_01_01_109.png`` into ``000001_01_01/109.png``: ["^(.+)_(\\d+\\.png)$", "\\1/\\2"]."""
     label_column: str | None = None
+    """One column naming the label(s), e.g. "Finding Labels"."""
     label_separator: str | None = None
     """Splits multi-label cells, e.g. "|" for "Effusion|Infiltration"."""
-    box_columns: list[str] | None = Field(default=None, min_length=4, max_length=4)
+    label_columns: list[str] | None = None
+    """One column per label (one-hot, CheXpert style); a cell in ``positive_values`` sets it."""
+    positive_values: list[str] = ["1", "1.0"]
+    box_columns: list[str] | None = None
+    """Four columns (x, y, w, h or x0, y0, x1, y1), or one column holding the four numbers "a, b, c, d"."""
     box_format: Literal["xywh", "xyxy"] = "xywh"
     text_column: str | None = None
     """Reports, captions or answers kept as the record's ``reference_text``."""
+    delimiter: str = ","
+
+    @model_validator(mode="after")
+    def _boxes_are_four_numbers(self) -> TableFile:
+        if self.box_columns is not None and len(self.box_columns) not in (1, 4):
+            raise ValueError("box_columns names four columns, or one column holding four numbers")
+        if self.image_rewrite is not None:
+            re.compile(self.image_rewrite[0])
+        return self
+
+
+class TableLayout(BaseModel):
+    """2D images annotated by CSV tables (NIH ChestX-ray14, CheXpert, DeepLesion style): class
+    labels per image, boxes (one row per box), and text that comes with the image. Images under
+    ``images_dir`` that no table lists are rejected, so every file is accounted for."""
+
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+    files: list[TableFile] = Field(min_length=1)
 
 
 class CocoLayout(BaseModel):
@@ -106,8 +135,32 @@ class FolderLayout(BaseModel):
     images_dir: str = "images"
 
 
+class PairedFilesLayout(BaseModel):
+    """Volumes found by a regular expression over their paths, each with the label file its named
+    groups point to: the case-folder and flat layouts of KiTS, BraTS, LiTS or FLARE, e.g.
+    ``data/(?P<case>case_\\d{5})/imaging\\.nii\\.gz`` with ``data/{case}/segmentation.nii.gz``.
+    A group named ``channel`` names the image's channel (looked up in the entry's ``channels``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_pattern: str
+    """Matched against the whole path relative to the source directory, with "/" separators."""
+    label_path: str
+    """The image's label file, formatted with the pattern's named groups."""
+
+    @model_validator(mode="after")
+    def _label_path_uses_pattern_groups(self) -> PairedFilesLayout:
+        try:
+            groups = set(re.compile(self.image_pattern).groupindex)
+        except re.error as exc:
+            raise ValueError(f"image_pattern is not a regular expression: {exc}") from None
+        used = {name for _, name, _, _ in string.Formatter().parse(self.label_path) if name}
+        if used - groups:
+            raise ValueError(f"label_path uses {sorted(used - groups)}, which image_pattern does not name")
+        return self
+
+
 LAYOUTS = {
-    "nifti": {"msd", "nnunet"},
+    "nifti": {"msd", "nnunet", "paired_files"},
     "dicom": {"series"},
     "image2d": {"image_mask", "image_table", "coco", "class_folders"},
 }
@@ -123,7 +176,7 @@ class SourceEntry(BaseModel):
     modality: str
     body_region: str
     format: Literal["nifti", "dicom", "image2d"]
-    layout: Literal["msd", "nnunet", "series", "image_mask", "image_table", "coco", "class_folders"]
+    layout: Literal["msd", "nnunet", "paired_files", "series", "image_mask", "image_table", "coco", "class_folders"]
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
     table: TableLayout | None = None
@@ -132,6 +185,15 @@ class SourceEntry(BaseModel):
     """Options of the coco layout."""
     class_folders: FolderLayout = FolderLayout()
     """Options of the class_folders layout."""
+    paired_files: PairedFilesLayout | None = None
+    """Options of the paired_files layout (required there)."""
+    channels: dict[str, str] | None = None
+    """Names of image channels (MR sequences), by the key the source uses: the 4th-dimension index of
+    a 4D NIfTI (Decathlon BrainTumour: {0: FLAIR, 1: T1w, ...}; every channel is sliced), the nnU-Net
+    channel number, or the ``channel`` group of a paired_files pattern."""
+    rescale_intercept: float = 0.0
+    """Added to stored 2D pixel values to give the modality's units: -32768 turns DeepLesion's
+    16-bit PNGs into HU. (DICOM and NIfTI carry their own rescale.)"""
     colour: bool = False
     """Keep RGB (dermoscopy, endoscopy, pathology); otherwise images are converted to grey."""
     patient_orientation: list[Literal["L", "R", "A", "P", "S", "I"]] | None = Field(
@@ -151,12 +213,19 @@ class SourceEntry(BaseModel):
     @model_validator(mode="after")
     def _layout_fits_format(self) -> SourceEntry:
         if self.layout == "image_table" and self.table is None:
-            raise ValueError("layout 'image_table' needs a `table:` section (table, image_column, ...)")
+            raise ValueError("layout 'image_table' needs a `table:` section (images_dir, files)")
+        if self.layout == "paired_files" and self.paired_files is None:
+            raise ValueError("layout 'paired_files' needs a `paired_files:` section (image_pattern, label_path)")
         if self.layout not in LAYOUTS[self.format]:
             raise ValueError(
                 f"layout {self.layout!r} does not fit format {self.format!r} ({sorted(LAYOUTS[self.format])})"
             )
         return self
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_keys_are_text(cls, channels: dict | None) -> dict | None:
+        return {str(key): value for key, value in channels.items()} if isinstance(channels, dict) else channels
 
     @field_validator("labels")
     @classmethod

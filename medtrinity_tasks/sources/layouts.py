@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import posixpath
+import re
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
-from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 
 OUTSIDE = "path in dataset.json points outside the source directory"
+NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
 
 
 def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
@@ -96,6 +99,8 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
             inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"not named <case>_<channel 0000>{ending}"}
         else:
             inputs[relpath] = {"source_relpath": relpath, "label_relpath": f"labelsTr/{case}{ending}"}
+            if source.channels:
+                inputs[relpath]["sequence"] = _channel_name(source, str(int(channel)))
     return inputs
 
 
@@ -147,66 +152,96 @@ def _image_mask(source: SourceEntry, root: Path) -> dict[str, dict]:
 
 
 def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
-    """Images annotated by a CSV: rows are grouped by image (one row per box is common); images the
-    table does not mention, and labels the catalog does not define, are rejected."""
+    """Images annotated by CSV tables: rows are grouped by image across tables (one row per box is
+    common); images no table mentions, and labels the catalog does not define, are rejected."""
     layout = source.table
-    table = root / layout.table
-    if not table.is_file():
-        raise SourceNotFound(f"source {source.id}: annotation table {table} is missing")
-    with table.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        wanted = [layout.image_column, layout.label_column, layout.text_column, *(layout.box_columns or [])]
-        missing = [c for c in wanted if c and c not in (reader.fieldnames or [])]
-        if missing:
-            raise MedtrinityError(
-                f"source {source.id}: {table.name} has no column(s) {missing}; it has {reader.fieldnames}"
-            )
-        grouped: dict[str, list[dict]] = {}
-        for line in reader:
-            grouped.setdefault(line[layout.image_column], []).append(line)
+    grouped: dict[str, list[tuple[TableFile, dict]]] = {}
+    for table in layout.files:
+        for name, line in _table_lines(source, root, table):
+            grouped.setdefault(name, []).append((table, line))
     inputs = {}
     for name, lines in grouped.items():
-        relpath = f"{layout.images_dir}/{name}"
+        relpath = posixpath.normpath(f"{layout.images_dir}/{name}")
+        if _outside(relpath):
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": "path in the table leaves the source"}
+            continue
         try:
             inputs[relpath] = {"source_relpath": relpath, **_table_annotations(source, lines)}
         except ValueError as exc:
             inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
-        if ".." in Path(name).parts or Path(name).is_absolute():
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"path in {layout.table} leaves the source"}
-    for path in _files(root / layout.images_dir):
-        relpath = f"{layout.images_dir}/{path.name}"
-        inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {layout.table}"})
+    tables = {posixpath.normpath(table.path) for table in layout.files}
+    listed_in = ", ".join(sorted(Path(t).name for t in tables))
+    for relpath in _walk(root, layout.images_dir):
+        if relpath not in tables:
+            inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {listed_in}"})
     return inputs
 
 
-def _table_annotations(source: SourceEntry, lines: list[dict]) -> dict:
+def _table_lines(source: SourceEntry, root: Path, table: TableFile):
+    """(image path relative to ``images_dir``, row) for every row of one CSV."""
+    path = root / table.path
+    if not path.is_file():
+        raise SourceNotFound(f"source {source.id}: annotation table {path} is missing")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=table.delimiter)
+        wanted = [
+            table.image_column,
+            table.label_column,
+            table.text_column,
+            *(table.label_columns or []),
+            *(table.box_columns or []),
+        ]
+        missing = [c for c in wanted if c and c not in (reader.fieldnames or [])]
+        if missing:
+            raise MedtrinityError(
+                f"source {source.id}: {path.name} has no column(s) {missing}; it has {reader.fieldnames}"
+            )
+        for line in reader:
+            name = line[table.image_column].strip() + table.image_suffix
+            if table.image_rewrite:
+                name = re.sub(table.image_rewrite[0], table.image_rewrite[1], name)
+            yield name, line
+
+
+def _table_annotations(source: SourceEntry, lines: list[tuple[TableFile, dict]]) -> dict:
     """One image's rows as image labels, boxes (x0, y0, x1, y1) and reference text."""
-    layout = source.table
-    names, boxes = [], []
-    for line in lines:
-        cells = [line[layout.label_column]] if layout.label_column else []
-        if layout.label_separator and cells:
-            cells = cells[0].split(layout.label_separator)
-        labels = []
-        for cell in (c.strip() for c in cells):
-            label = source.label_named(cell)
-            if label is None:
-                raise ValueError(f"label {cell!r} is not defined by the catalog entry")
-            labels.append(label.name)
-        if layout.box_columns and all(line[c].strip() for c in layout.box_columns):
-            try:
-                a, b, c, d = (float(line[column]) for column in layout.box_columns)
-            except ValueError:
-                raise ValueError(f"box {[line[c] for c in layout.box_columns]} is not four numbers") from None
-            box = [a, b, a + c, b + d] if layout.box_format == "xywh" else [a, b, c, d]
+    names, boxes, text = [], [], None
+    for table, line in lines:
+        labels = _line_labels(source, table, line)
+        if table.box_columns and all(line[c].strip() for c in table.box_columns):
+            box = _line_box(table, line)
             boxes += [{"label": name, "bbox_xyxy": box} for name in labels]
         else:
             names += labels
-    text = next(
-        (line[layout.text_column].strip() for line in lines if layout.text_column and line[layout.text_column].strip()),
-        None,
-    )
+        if text is None and table.text_column and line[table.text_column].strip():
+            text = line[table.text_column].strip()
     return {"image_labels": sorted(set(names)), "annotation_boxes": boxes, "reference_text": text}
+
+
+def _line_labels(source: SourceEntry, table: TableFile, line: dict) -> list[str]:
+    cells = []
+    if table.label_column:
+        cell = line[table.label_column]
+        cells = cell.split(table.label_separator) if table.label_separator else [cell]
+    cells += [column for column in table.label_columns or [] if line[column].strip() in table.positive_values]
+    labels = []
+    for cell in (c.strip() for c in cells):
+        label = source.label_named(cell)
+        if label is None:
+            raise ValueError(f"label {cell!r} is not defined by the catalog entry")
+        labels.append(label.name)
+    return labels
+
+
+def _line_box(table: TableFile, line: dict) -> list[float]:
+    cells = [line[c] for c in table.box_columns]
+    if len(cells) == 1:
+        cells = cells[0].split(",")
+    try:
+        a, b, c, d = (float(cell) for cell in cells)
+    except ValueError:
+        raise ValueError(f"box {cells} is not four numbers") from None
+    return [a, b, a + c, b + d] if table.box_format == "xywh" else [a, b, c, d]
 
 
 def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
@@ -272,9 +307,55 @@ def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
     return inputs
 
 
+def _paired_files(source: SourceEntry, root: Path) -> dict[str, dict]:
+    """Every file under the source directory: an image (its path matches ``image_pattern``), the
+    label of one, or a reject, so that stray files are accounted for rather than skipped."""
+    layout = source.paired_files
+    pattern = re.compile(layout.image_pattern)
+    files = _walk(root, ".")
+    inputs, labels = {}, set()
+    for relpath in files:
+        match = pattern.fullmatch(relpath)
+        if not match:
+            continue
+        label = posixpath.normpath(layout.label_path.format(**match.groupdict()))
+        inputs[relpath] = {"source_relpath": relpath, "label_relpath": label}
+        if _outside(label):
+            inputs[relpath]["reject_reason"] = "its label path leaves the source directory"
+        if match.groupdict().get("channel") is not None:
+            inputs[relpath]["sequence"] = _channel_name(source, match["channel"])
+        labels.add(label)
+    for relpath in files:
+        if relpath not in inputs and relpath not in labels:
+            inputs[relpath] = {
+                "source_relpath": relpath,
+                "reject_reason": "neither an image of the layout nor its label",
+            }
+    return inputs
+
+
+def _channel_name(source: SourceEntry, key: str) -> str:
+    return (source.channels or {}).get(key, key)
+
+
+def _walk(root: Path, folder: str) -> list[str]:
+    """Paths (relative to ``root``, "/"-separated) of every entry under ``folder`` that is not a
+    folder, without following folder links (no loops); broken links are listed, to be rejected."""
+    return sorted(
+        posixpath.normpath(Path(parent, name).relative_to(root).as_posix())
+        for parent, _, names in os.walk(root / folder)
+        for name in names
+    )
+
+
+def _outside(relpath: str) -> bool:
+    return relpath.startswith("../") or relpath == ".." or posixpath.isabs(relpath)
+
+
 LISTERS = {
     "msd": _msd,
     "nnunet": _nnunet,
+    "paired_files": _paired_files,
     "series": _dicom_series,
     "image_mask": _image_mask,
     "image_table": _image_table,

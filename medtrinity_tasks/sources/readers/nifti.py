@@ -10,11 +10,12 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.base import Volume
 
 
-def read_nifti(path: Path, *, labels: bool = False) -> Volume:
+def read_nifti(path: Path, *, labels: bool = False, channels: bool = False) -> Volume:
     """Read a NIfTI file; anything unreadable raises ``InputRejected`` with the reason.
 
     Images come back as float32; label maps (``labels=True``) as non-negative integers in their
-    stored width, so that counting label values stays cheap."""
+    stored width, so that counting label values stays cheap. With ``channels=True`` a 4D image
+    (Decathlon BrainTumour, Prostate) keeps its channels in the 4th axis."""
     import nibabel as nib  # lazy: heavy import, and only this reader needs it
 
     if not path.is_file():
@@ -30,8 +31,8 @@ def read_nifti(path: Path, *, labels: bool = False) -> Volume:
         raise InputRejected(f"not a readable NIfTI file ({kind}: {detail})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise InputRejected(f"expected a 3D volume, got shape {data.shape}")
+    if data.ndim != 3 and not (channels and data.ndim == 4):
+        raise InputRejected(f"expected a 3D volume{' or 4D channels' if channels else ''}, got shape {data.shape}")
     data = _label_values(data) if labels else data.astype(np.float32, copy=False)
     if not labels and not np.isfinite(data).all():
         raise InputRejected("volume holds NaN or infinite values")
