@@ -132,7 +132,7 @@ def main() -> int:
 
     entries = json.loads((root / "dataset.json").read_text())["training"]
     pairs = [(e["image"].removeprefix("./"), e["label"].removeprefix("./")) for e in entries]
-    lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
+    lesion_values = source.roi_values()
     context = source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
 
     # Start Ray before timing, and warm its workers (and the GE suite in this process) with one

@@ -23,7 +23,7 @@ class DicomSeriesSlicer(VolumeSlicer):
     def __init__(self, source: SourceEntry, settings: Settings):
         super().__init__(source, settings)
         self.salt = salt_for(source, settings)
-        self.roi_labels = {label.source_name or label.name: value for value, label in source.labels.items()}
+        self.roi_labels = {name: value for value, label in source.labels.items() for name in label.names()}
 
     def rows_for(self, row: dict) -> list[dict]:
         try:

@@ -31,21 +31,21 @@ def plane(volume: np.ndarray, along: int, index: int) -> np.ndarray:
 
 
 def choose_slices(
-    labels: np.ndarray, lesion_values: list[int], image: np.ndarray, context: int, axis: str = "axial"
+    labels: np.ndarray, roi_values: list[int], image: np.ndarray, context: int, axis: str = "axial"
 ) -> list[int]:
-    """Every slice along ``axis`` holding a lesion, plus ``context`` evenly spaced slices without one.
+    """Every slice along ``axis`` holding a region of interest, plus ``context`` evenly spaced slices without one.
 
     Context slices come from slices with some contrast (near-constant slices carry nothing)."""
     along = AXES[axis][0]
     others = tuple(a for a in range(3) if a != along)
-    has_lesion = np.isin(labels, lesion_values).any(axis=others)
-    lesion_slices = np.flatnonzero(has_lesion).tolist()
+    has_roi = np.isin(labels, roi_values).any(axis=others)
+    roi_slices = np.flatnonzero(has_roi).tolist()
     spread = np.moveaxis(image, along, -1).reshape(-1, image.shape[along]).std(axis=0)
-    candidates = np.flatnonzero(~has_lesion & (spread > 1.0)).tolist()
+    candidates = np.flatnonzero(~has_roi & (spread > 1.0)).tolist()
     count = min(context, len(candidates))
     # interior quantiles (1/(n+1), ..., n/(n+1)): the volume's first and last slices are rarely informative
     context_slices = {candidates[int(len(candidates) * (i + 1) / (count + 1))] for i in range(count)}
-    return sorted(lesion_slices + list(context_slices))
+    return sorted(roi_slices + list(context_slices))
 
 
 class VolumeSlicer(InputStage):
@@ -62,7 +62,7 @@ class VolumeSlicer(InputStage):
         self.context = (
             source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
         )
-        self.lesion_values = [v for v, label in source.labels.items() if label.kind == "lesion"]
+        self.roi_values = source.roi_values()
 
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
@@ -95,7 +95,7 @@ class VolumeSlicer(InputStage):
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
         channels = self.channels(row, image)
-        chosen = choose_slices(labels, self.lesion_values, channels[0][1], self.context, axis)
+        chosen = choose_slices(labels, self.roi_values, channels[0][1], self.context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
         col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)

@@ -21,13 +21,15 @@ def label_slice(row: dict) -> np.ndarray:
 
 
 class AnnotationRois(Stage):
-    """Adds ``rois`` (one per connected lesion component), ``anatomy``, ``organ`` and ``diseases``."""
+    """Adds ``rois`` (one per connected component of a region-of-interest label: lesions, or organs
+    in organ-only sources), ``anatomy``, ``organ`` and ``diseases``."""
 
     name = "annotation_rois"
     version = "1"
 
     def __init__(self, source: SourceEntry):
         self.source = source
+        self.roi_values = set(source.roi_values())
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         return [self.describe(row) for row in rows]
@@ -40,9 +42,9 @@ class AnnotationRois(Stage):
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
         rois = []
         for value in sorted(present):
-            label = self.source.labels[value]
-            if label.kind == "organ":
+            if value not in self.roi_values:
                 continue
+            label = self.source.labels[value]
             components, count = ndimage.label(labels == value)
             for index in range(1, count + 1):
                 mask = components == index
@@ -99,7 +101,10 @@ class AnnotationRois(Stage):
         ]
         ring = surrounding_ring(mask[window])
         around = [organ_values[v] for v in labels[window][ring].tolist() if v in organ_values]
-        organ = max(set(around), key=around.count) if around else label.organ
+        if label.kind == "organ":
+            organ = label.name
+        else:
+            organ = max(set(around), key=around.count) if around else label.organ
         centroid = (float(xs.mean()), float(ys.mean()))
         return {
             "label": label.name,

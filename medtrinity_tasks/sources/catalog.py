@@ -32,8 +32,14 @@ class Label(BaseModel):
     """For lesions (required) and findings: the organ it belongs to."""
     disease: str | None = None
     """For lesions (required) and findings: the disease the annotation stands for."""
-    source_name: str | None = None
-    """The name the source's own files use (a CSV class, a folder), when it differs from ``name``."""
+    source_name: str | list[str] | None = None
+    """The name the source's own files use (a CSV class, a folder), when it differs from ``name``;
+    a list where its files spell it several ways (NIH: "Infiltration" and "Infiltrate")."""
+
+    def names(self) -> list[str]:
+        """Every name the source's files may use for this label."""
+        spelled = [self.source_name] if isinstance(self.source_name, str) else self.source_name or []
+        return [*spelled, self.name]
 
 
 class Window(BaseModel):
@@ -239,7 +245,14 @@ class SourceEntry(BaseModel):
 
     def label_named(self, name: str) -> Label | None:
         """The label a source's own files call ``name`` (its ``source_name``, else its ``name``)."""
-        return next((label for label in self.labels.values() if name in (label.source_name, label.name)), None)
+        return next((label for label in self.labels.values() if name in label.names()), None)
+
+    def roi_values(self) -> list[int]:
+        """Label values whose regions are the records' regions of interest: lesions and findings,
+        with organs as context; a source that annotates organs only (Decathlon Spleen, FLARE) has
+        its organs as regions of interest."""
+        targets = [value for value, label in self.labels.items() if label.kind != "organ"]
+        return sorted(targets or self.labels)
 
     def display_window(self) -> Window | None:
         if isinstance(self.window, str):

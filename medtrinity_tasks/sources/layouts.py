@@ -327,10 +327,7 @@ def _paired_files(source: SourceEntry, root: Path) -> dict[str, dict]:
         labels.add(label)
     for relpath in files:
         if relpath not in inputs and relpath not in labels:
-            inputs[relpath] = {
-                "source_relpath": relpath,
-                "reject_reason": "neither an image of the layout nor its label",
-            }
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": NOT_IN_LAYOUT}
     return inputs
 
 
