@@ -1,11 +1,18 @@
-"""Ingest benchmark: slices per second through the pipeline against the bare per-slice work.
+"""Ingest benchmark: slices per second through the pipeline against the bare per-slice work, for
+NIfTI volumes and for DICOM series with SEG annotations.
 
 Run from the repository root:  .venv/bin/python bench/ingest.py   (or `make bench`)
 
-* Input: ``write_ct_abdomen(tmp, cases=CASES)`` in a temporary directory (removed at the end).
-* Bare work: for every volume, ``read_nifti`` (image and label) -> ``choose_slices`` ->
+* Input: ``write_ct_abdomen(tmp, cases=CASES)`` (512x512x40 CT phantoms, NIfTI) and
+  ``write_ct_dicom(tmp, cases=CASES)`` (256x256x24 CT series of one file per slice, each with a
+  DICOM SEG) in a temporary directory (removed at the end).
+* Bare work, NIfTI: for every volume, ``read_nifti`` (image and label) -> ``choose_slices`` ->
   ``display_view`` -> ``window_to_uint8`` -> ``encode_png``, in one plain Python loop in this
   process (one core).
+* Bare work, DICOM: for every series, ``pydicom.dcmread`` + ``pixel_array`` of each image file
+  (rescaled to HU, stacked by position) and of its SEG (frames placed on their slices through the
+  referenced SOP instance) -> ``choose_slices`` -> ``window_to_uint8`` -> ``encode_png``: no
+  header checks, no reorientation, no de-identification, no ROI description, no gate.
 * Pipeline: the real thing, ``plan_shards`` -> ``process_shard`` for every shard (in order, as
   ``run_source`` does) -> ``gate_source`` -> ``publish_source``, on the default Ray runner.
   Ray is started before anything is timed, and an untimed warm-up run over one shard (into its
@@ -18,7 +25,10 @@ Run from the repository root:  .venv/bin/python bench/ingest.py   (or `make benc
   bare loop's, else the benchmark fails.
 
 The last line on stdout is
-    BENCH ingest slices_per_s=<pipeline> bare_slices_per_s=<bare> ratio=<pipeline/bare> target=0.7 PASS|MISS
+    BENCH ingest slices_per_s=<pipeline> bare_slices_per_s=<bare> ratio=<pipeline/bare>
+        dicom_slices_per_s=<pipeline> dicom_bare_slices_per_s=<bare> dicom_ratio=<pipeline/bare>
+        target=0.7 PASS|MISS
+(one line); PASS when both ratios reach the target.
 Note that this machine may have few cores: the pipeline runs its stages in parallel on Ray, the
 bare loop runs on one core.
 """
@@ -35,10 +45,9 @@ import time
 import warnings
 from pathlib import Path
 
-CASES = 32  # volumes: two shards of the default size 16
+CASES = 32  # volumes or series per source: two shards of the default size 16
 REPEATS = 3  # timed runs of each side, alternating; the best of each is reported
 TARGET = 0.7
-SOURCE_ID = "synthetic_ct_abdomen"
 
 # Settings are read from the environment: point them at the temporary input and output before
 # importing anything that reads them. MEDTRINITY_RUNNER is unset so the default (Ray) runner runs.
@@ -48,6 +57,7 @@ OUTPUT = TMP / "output"
 WARMUP_OUTPUT = TMP / "warmup-output"
 os.environ["MEDTRINITY_SAMPLES_DIR"] = str(SAMPLES)
 os.environ["MEDTRINITY_OUTPUT"] = str(OUTPUT)
+os.environ.setdefault("MEDTRINITY_DEID_SALT", "bench")
 os.environ.pop("MEDTRINITY_RUNNER", None)
 # Keep Ray and Great Expectations quiet: no usage-stats banner, no analytics, no driver log echo.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -80,40 +90,100 @@ from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
 from medtrinity_tasks.preprocess.slicing import choose_slices, display_view
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.readers import read_nifti
-from medtrinity_tasks.sources.samples import write_ct_abdomen
+from medtrinity_tasks.sources.samples import write_ct_abdomen, write_ct_dicom
 
 
-def bare(
-    root: Path,
-    pairs: list[tuple[str, str]],
-    lesion_values: list[int],
-    context: int,
-    window,
-) -> tuple[int, float]:
-    """The per-slice work alone, single process. Returns (slices, seconds)."""
-    center, width = (window.center, window.width) if window else (None, None)
-    started = time.perf_counter()
+def bare_nifti(root: Path, roi_values: list[int], context: int, window) -> int:
+    """The per-slice work alone for the NIfTI source, single process. Returns the slice count."""
+    entries = json.loads((root / "dataset.json").read_text())["training"]
     slices = 0
-    for image_rel, label_rel in pairs:
-        image = read_nifti(root / image_rel)
-        labels = read_nifti(root / label_rel, labels=True)
-        for z in choose_slices(labels.data, lesion_values, image.data, context):
-            pixels = window_to_uint8(display_view(image.data[:, :, z]), center, width)
-            encode_png(pixels)
+    for entry in entries:
+        image = read_nifti(root / entry["image"].removeprefix("./"))
+        labels = read_nifti(root / entry["label"].removeprefix("./"), labels=True)
+        for z in choose_slices(labels.data, roi_values, image.data, context):
+            encode_png(window_to_uint8(display_view(image.data[:, :, z]), window.center, window.width))
             slices += 1
-    return slices, time.perf_counter() - started
+    return slices
 
 
-def pipeline(output_uri: str, *, limit: int | None = None) -> tuple[int, float]:
+def bare_dicom(root: Path, roi_values: list[int], context: int, window) -> int:
+    """The per-slice work alone for the DICOM source: decode, place the SEG, choose, encode."""
+    import numpy as np
+    import pydicom
+
+    slices = 0
+    for seg_path in sorted(root.rglob("seg.dcm")):
+        images = [pydicom.dcmread(path) for path in sorted((seg_path.parent / "series").glob("*.dcm"))]
+        images.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+        volume = np.stack(
+            [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in images], axis=-1
+        )
+        seg = pydicom.dcmread(seg_path)
+        position = {ds.SOPInstanceUID: k for k, ds in enumerate(images)}
+        labels = np.zeros(volume.shape, dtype=np.uint8)
+        for frame, item in zip(seg.pixel_array, seg.PerFrameFunctionalGroupsSequence, strict=True):
+            segment = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+            source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            labels[:, :, position[source]][frame > 0] = segment
+        for z in choose_slices(labels, roi_values, volume, context):
+            encode_png(window_to_uint8(volume[:, :, z], window.center, window.width))
+            slices += 1
+    return slices
+
+
+HALVES = {
+    "nifti": ("synthetic_ct_abdomen", write_ct_abdomen, bare_nifti),
+    "dicom": ("synthetic_ct_dicom", write_ct_dicom, bare_dicom),
+}
+"""Per half of the benchmark: the sample source, its writer, and the bare work over it."""
+
+
+def pipeline(source_id: str, output_uri: str, *, limit: int | None = None) -> tuple[int, float]:
     """plan -> process every shard -> gate -> publish, forced. Returns (slices, seconds)."""
     started = time.perf_counter()
-    shards = plan_shards(SOURCE_ID, output_uri, limit=limit, force=True)
+    shards = plan_shards(source_id, output_uri, limit=limit, force=True)
     summaries = [process_shard(shard) for shard in shards]
-    verdict = gate_source(SOURCE_ID, summaries, output_uri)
-    published = publish_source(SOURCE_ID, summaries, output_uri, verdict)
+    verdict = gate_source(source_id, summaries, output_uri)
+    published = publish_source(source_id, summaries, output_uri, verdict)
     seconds = time.perf_counter() - started
     counts = published["counts"]
     return counts["records"] + counts["quarantined"], seconds
+
+
+def measure(half: str, settings) -> tuple[float, float]:
+    """Best-of-REPEATS slices per second of the pipeline and of the bare work, alternating."""
+    source_id, write, bare = HALVES[half]
+    source = get_source(source_id)
+    t0 = time.perf_counter()
+    root = write(SAMPLES, cases=CASES)
+    print(f"{half}: {CASES} phantoms in {root} ({time.perf_counter() - t0:.1f}s to write)", flush=True)
+    roi_values = source.roi_values()
+    context = source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
+    window = source.display_window()
+
+    # One untimed shard into a separate output warms Ray's workers and the GE suite.
+    warm_slices, warm_seconds = pipeline(source_id, str(WARMUP_OUTPUT), limit=settings.shard_size)
+    print(f"{half}: warm-up {warm_slices} slices in {warm_seconds:.2f}s (untimed)", flush=True)
+    bare_times, pipe_times = [], []
+    for attempt in range(1, REPEATS + 1):
+        started = time.perf_counter()
+        bare_slices = bare(root, roi_values, context, window)
+        bare_times.append(time.perf_counter() - started)
+        pipe_slices, seconds = pipeline(source_id, str(OUTPUT))
+        pipe_times.append(seconds)
+        print(
+            f"  {half} run {attempt}: bare {bare_slices} slices in {bare_times[-1]:.3f}s, "
+            f"pipeline {pipe_slices} slices in {seconds:.3f}s",
+            flush=True,
+        )
+        if pipe_slices != bare_slices:
+            raise SystemExit(
+                f"FAIL: the {half} pipeline produced {pipe_slices} slices (records + quarantined) but the bare "
+                f"loop cut {bare_slices}: they do not do the same work"
+            )
+    bare_rate, pipe_rate = bare_slices / min(bare_times), pipe_slices / min(pipe_times)
+    print(f"{half}: bare {bare_rate:.2f} slices/s, pipeline {pipe_rate:.2f} slices/s (best of {REPEATS})", flush=True)
+    return pipe_rate, bare_rate
 
 
 def main() -> int:
@@ -122,77 +192,27 @@ def main() -> int:
     from medtrinity_tasks.stages.ray_runner import ensure_ray
 
     settings = load_settings()
-    source = get_source(SOURCE_ID)
-    t0 = time.perf_counter()
-    root = write_ct_abdomen(SAMPLES, cases=CASES)
-    print(
-        f"input: {CASES} phantom volumes in {root} ({time.perf_counter() - t0:.1f}s to write)",
-        flush=True,
-    )
-
-    entries = json.loads((root / "dataset.json").read_text())["training"]
-    pairs = [(e["image"].removeprefix("./"), e["label"].removeprefix("./")) for e in entries]
-    lesion_values = source.roi_values()
-    context = source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
-
-    # Start Ray before timing, and warm its workers (and the GE suite in this process) with one
-    # untimed shard into a separate output: the ratio is for the pipeline on a warm cluster.
+    # Start Ray before timing: the ratios are for the pipeline on a warm cluster.
     t0 = time.perf_counter()
     ensure_ray(settings)
-    ray_start = time.perf_counter() - t0
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # ensure_ray sets WARNING
-    warm_slices, warm_seconds = pipeline(str(WARMUP_OUTPUT), limit=settings.shard_size)
-    print(
-        f"ray: started in {ray_start:.2f}s ({int(ray.cluster_resources().get('CPU', 0))} CPUs); "
-        f"warm-up: {warm_slices} slices in {warm_seconds:.2f}s (untimed)",
-        flush=True,
-    )
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    print(f"ray: started in {time.perf_counter() - t0:.2f}s ({cpus} CPUs)", flush=True)
 
-    bare_times, pipe_times = [], []
-    bare_slices = pipe_slices = None
-    for attempt in range(1, REPEATS + 1):
-        bare_slices, seconds = bare(root, pairs, lesion_values, context, source.display_window())
-        bare_times.append(seconds)
-        print(
-            f"  run {attempt}: bare     {bare_slices} slices in {seconds:.3f}s = {bare_slices / seconds:.2f} slices/s",
-            flush=True,
-        )
-        pipe_slices, seconds = pipeline(str(OUTPUT))
-        pipe_times.append(seconds)
-        print(
-            f"  run {attempt}: pipeline {pipe_slices} slices in {seconds:.3f}s = {pipe_slices / seconds:.2f} slices/s",
-            flush=True,
-        )
-        if pipe_slices != bare_slices:
-            raise SystemExit(
-                f"FAIL: the pipeline produced {pipe_slices} slices (records + quarantined) but the bare loop "
-                f"cut {bare_slices}: they do not do the same work"
-            )
-
+    rates = {half: measure(half, settings) for half in HALVES}
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(
-        f"load average during the runs (1/5/15 min): {load} on {os.cpu_count()} CPUs",
-        flush=True,
-    )
-    bare_best, pipe_best = min(bare_times), min(pipe_times)
-    bare_rate, pipe_rate = bare_slices / bare_best, pipe_slices / pipe_best
-    ratio = pipe_rate / bare_rate
-    print(
-        f"bare:     {bare_slices} slices, best of {REPEATS} {bare_best:.3f}s -> {bare_rate:.2f} slices/s",
-        flush=True,
-    )
-    print(
-        f"pipeline: {pipe_slices} slices, best of {REPEATS} {pipe_best:.3f}s -> {pipe_rate:.2f} slices/s",
-        flush=True,
-    )
+    print(f"load average during the runs (1/5/15 min): {load} on {os.cpu_count()} CPUs", flush=True)
 
     # Shut Ray down before the final line so that nothing it logs can follow it.
     ray.shutdown()
     sys.stderr.flush()
-    verdict = "PASS" if ratio >= TARGET else "MISS"
+    (pipe, bare), (dicom_pipe, dicom_bare) = rates["nifti"], rates["dicom"]
+    ratio, dicom_ratio = pipe / bare, dicom_pipe / dicom_bare
+    verdict = "PASS" if min(ratio, dicom_ratio) >= TARGET else "MISS"
     print(
-        f"BENCH ingest slices_per_s={pipe_rate:.3f} bare_slices_per_s={bare_rate:.3f} "
-        f"ratio={ratio:.3f} target={TARGET} {verdict}",
+        f"BENCH ingest slices_per_s={pipe:.3f} bare_slices_per_s={bare:.3f} ratio={ratio:.3f} "
+        f"dicom_slices_per_s={dicom_pipe:.3f} dicom_bare_slices_per_s={dicom_bare:.3f} "
+        f"dicom_ratio={dicom_ratio:.3f} target={TARGET} {verdict}",
         flush=True,
     )
     return 0

@@ -72,22 +72,26 @@ def plan_shards(
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
     open_store(output_uri, settings)  # an unreachable store fails here, before any work
-    inputs = [item["source_relpath"] for item in list_inputs(source, settings)][: limit or None]
+    inputs = list_inputs(source, settings)[: limit or None]
     if not inputs:
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
     size = shard_size or settings.shard_size
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
-    return [
-        {
+    shards = []
+    for start in range(0, len(inputs), size):
+        members = inputs[start : start + size]
+        shard = {
             "source_id": source_id,
             "shard_id": f"shard-{start // size:05d}",
-            "inputs": inputs[start : start + size],
+            "inputs": [item["source_relpath"] for item in members],
             "output_uri": output_uri,
             "run_id": run_id,
             "force": force,
         }
-        for start in range(0, len(inputs), size)
-    ]
+        if any("folders" in item for item in members):  # DICOM: the folders (by pseudonym) its inputs lie in
+            shard["scope"] = sorted({folder for item in members for folder in item.get("folders", [])})
+        shards.append(shard)
+    return shards
 
 
 def _run_stages(stages: list[Stage], rows: list[dict], settings: Settings) -> list[dict]:
@@ -102,8 +106,10 @@ def _run_stages(stages: list[Stage], rows: list[dict], settings: Settings) -> li
 
 def reason_kind(reason: str) -> str:
     """A reason without its particulars, for counting: 'file is missing: a.png' -> 'file is missing',
-    'not a readable image (OSError: ...)' -> 'not a readable image'."""
-    return re.sub(r" \(\w+: .*\)$", "", reason).split(": ", 1)[0]
+    'not a readable image (OSError: ...)' -> 'not a readable image', 'truncated pixel data in
+    file-3f9c...' -> 'truncated pixel data in file'."""
+    reason = re.sub(r"\b(file|series|folder)-[0-9a-f]{24}\b", r"\1", reason)  # de-identification pseudonyms
+    return re.sub(r" \(\w+(: .*)?\)$", "", reason).split(": ", 1)[0]
 
 
 def _summary(work: dict, skipped: bool) -> dict:
@@ -133,8 +139,8 @@ def process_shard(shard: dict) -> dict:
     started = time.monotonic()
     stages = build_stages(source, settings)
     # Shards name their inputs by key only (XCom and task logs never carry file lists or
-    # annotations); the source is listed again here, which is cheap and deterministic.
-    listing = {item["source_relpath"]: item for item in list_inputs(source, settings)}
+    # annotations); the source is listed again here, within the shard's scope where it has one.
+    listing = {item["source_relpath"]: item for item in list_inputs(source, settings, shard.get("scope"))}
     gone = {"reject_reason": "no longer in the source: it changed after the run was planned"}
     inputs = [dict(listing.get(key) or dict(gone, source_relpath=key), source_id=source.id) for key in relpaths]
     rows = _run_stages(stages, inputs, settings)

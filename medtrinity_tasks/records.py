@@ -85,7 +85,8 @@ WORK_FIELDS = [
     pa.field("label_relpath", pa.string()),  # the input's annotation file
     pa.field("label_slice", pa.binary()),  # the annotation slice: uint16 label values, row-major, height x width
     pa.field("image_labels", pa.list_(pa.string())),  # catalog names of image-level class labels
-    pa.field("member_files", pa.list_(pa.string())),  # a DICOM series' image and annotation files
+    pa.field("member_files", pa.list_(pa.string())),  # a DICOM series' image files, in slice order
+    pa.field("annotation_files", pa.list_(pa.string())),  # its SEG and RTSTRUCT files
     pa.field("annotation_boxes", pa.list_(pa.struct([("label", pa.string()), ("bbox_xyxy", pa.list_(pa.float64()))]))),
     pa.field("reject_reason", pa.string()),  # set: the row stands for a rejected input file
     pa.field("quarantine_reasons", pa.list_(pa.string())),  # set: the record goes to quarantine

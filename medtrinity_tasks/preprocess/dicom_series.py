@@ -13,9 +13,9 @@ from medtrinity_tasks.sources.readers import Volume
 
 
 class DicomSeriesSlicer(VolumeSlicer):
-    """A DICOM series (an input named by a pseudonym, its files listed in ``member_files``) with
-    its annotations as one label volume; then slicing as for any volume. Reject reasons name files
-    by pseudonym only."""
+    """A DICOM series (an input named by a pseudonym, its images in slice order in ``member_files``,
+    its SEG and RTSTRUCT files in ``annotation_files``) with its annotations as one label volume;
+    then slicing as for any volume. Reject reasons name files by pseudonym only."""
 
     name = "slice_dicom_series"
     version = "1"
@@ -29,15 +29,20 @@ class DicomSeriesSlicer(VolumeSlicer):
         try:
             return super().rows_for(row)
         except InputRejected as reject:
-            raise InputRejected(scrub(str(reject), file_aliases(self.salt, row["member_files"]))) from None
+            files = [*row["member_files"], *(row["annotation_files"] or [])]
+            raise InputRejected(scrub(str(reject), file_aliases(self.salt, files))) from None
 
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
-        from medtrinity_tasks.sources.readers.dicom import read_rtstruct_labels, read_seg_labels, read_series, scan
+        from medtrinity_tasks.sources.readers.dicom import (
+            known_series,
+            read_rtstruct_labels,
+            read_seg_labels,
+            read_series,
+        )
 
-        series, rejects = scan([self.root / p for p in row["member_files"]])
-        if rejects or len(series) != 1:
-            raise InputRejected("the series' files no longer form one series: the source changed after listing")
-        (found,) = series
+        found = known_series(
+            [self.root / p for p in row["member_files"]], [self.root / p for p in row["annotation_files"] or []]
+        )
         if not (found.segs or found.rtstructs):
             raise InputRejected("series has no SEG or RTSTRUCT annotation")
         image = read_series(found)

@@ -22,12 +22,16 @@ OUTSIDE = "path in dataset.json points outside the source directory"
 NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
 
 
-def list_inputs(source: SourceEntry, settings: Settings) -> list[dict]:
+def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:
+    """Every input of the staged source. ``scope`` (the ``folders`` pseudonyms of some inputs, from
+    an earlier listing) narrows a DICOM listing to those folders: a shard reads the headers of its
+    own series, not of the whole source."""
     root = source.location_path(settings)
     if not root.is_dir():
         hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
-    inputs = LISTERS[source.layout](source, root)
+    lister = LISTERS[source.layout]
+    inputs = lister(source, root, scope) if source.layout == "series" else lister(source, root)
     for item in inputs.values():
         if not item.get("reject_reason"):
             reason = _link_problem(root, root / item["source_relpath"])
@@ -104,31 +108,45 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
     return inputs
 
 
-def _dicom_series(source: SourceEntry, root: Path) -> dict[str, dict]:
+def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = None) -> dict[str, dict]:
     """Every file under the source directory, grouped into series by the DICOM reader. A series is
     one input named by a salted pseudonym of its SeriesInstanceUID; a file that cannot be used is
     an input of its own, rejected, named by a pseudonym of its path. No folder or file name, which
-    in DICOM trees often hold patient ids or dates, reaches an output."""
+    in DICOM trees often hold patient ids or dates, reaches an output. Each input carries the
+    pseudonyms of the folders its files lie in, which a later listing can be scoped to."""
     from medtrinity_tasks.config import load_settings
     from medtrinity_tasks.preprocess.deid import file_aliases, pseudonym, salt_for, scrub
     from medtrinity_tasks.sources.readers.dicom import scan
 
     salt = salt_for(source, load_settings())
-    files = sorted(
-        Path(folder, name).relative_to(root).as_posix()
-        for folder, _, names in os.walk(root)  # does not follow folder links: no loops
-        for name in names
-    )
+    wanted = set(scope) if scope is not None else None
+    files = []
+    for folder, _, names in os.walk(root):  # does not follow folder links: no loops
+        relfolder = Path(folder).relative_to(root).as_posix()
+        if wanted is None or pseudonym(salt, relfolder, "folder") in wanted:
+            files += [Path(folder, name).relative_to(root).as_posix() for name in names]
+    files.sort()
+
+    def folders(relpaths) -> list[str]:
+        return sorted({pseudonym(salt, posixpath.dirname(p) or ".", "folder") for p in relpaths})
+
     aliases = file_aliases(salt, files)
     series, rejects = scan([root / p for p in files])
     inputs = {}
     for path, reason in rejects.items():
-        key = pseudonym(salt, path.relative_to(root).as_posix(), "file")
-        inputs[key] = {"source_relpath": key, "reject_reason": scrub(reason, aliases)}
+        relpath = path.relative_to(root).as_posix()
+        key = pseudonym(salt, relpath, "file")
+        inputs[key] = {"source_relpath": key, "reject_reason": scrub(reason, aliases), "folders": folders([relpath])}
     for found in series:
         key = pseudonym(salt, found.series_uid, "series")
-        members = [p.relative_to(root).as_posix() for p in (*found.files, *found.segs, *found.rtstructs)]
-        inputs[key] = {"source_relpath": key, "member_files": members}
+        images = [p.relative_to(root).as_posix() for p in found.files]
+        annotations = [p.relative_to(root).as_posix() for p in (*found.segs, *found.rtstructs)]
+        inputs[key] = {
+            "source_relpath": key,
+            "member_files": images,
+            "annotation_files": annotations,
+            "folders": folders(images + annotations),
+        }
     return inputs
 
 

@@ -348,7 +348,10 @@ FAKE_PHI = {
 
 def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool = False) -> Path:
     """Axial CT series (one per case, folders named like a PACS export, carrying fake PHI) with a
-    DICOM SEG of the organs and lesions, built with highdicom."""
+    DICOM SEG of the organs and lesions, built with highdicom. ``bad_inputs`` adds the files a PACS
+    export or a public collection really holds beside its images (RT plans and doses, reports,
+    waveforms, raw datasets, burned-in screenshots) and annotated series broken in the ways the
+    reader must catch (truncated pixel data, mixed sizes, a malformed value, a codec nobody ships)."""
     import pydicom
     from highdicom.seg import SegmentAlgorithmTypeValues, Segmentation, SegmentDescription
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -361,24 +364,26 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
     rng = np.random.default_rng(seed)
     dx, dy, dz = DICOM_SPACING
 
-    def series(folder: Path, hu: np.ndarray, affine: np.ndarray) -> list[Dataset]:
-        folder.mkdir(parents=True)
+    def with_phi(ds: Dataset, sop_class: str, syntax: str = ExplicitVRLittleEndian) -> Dataset:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+        for keyword, value in FAKE_PHI.items():
+            setattr(ds, keyword, value)
+        return ds
+
+    def ct_series(hu: np.ndarray, affine: np.ndarray) -> list[Dataset]:
         study, series_uid, frame = generate_uid(), generate_uid(), generate_uid()
         datasets = []
         for k in range(hu.shape[2]):
-            ds = Dataset()
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-            ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
-            for keyword, value in FAKE_PHI.items():
-                setattr(ds, keyword, value)
+            ds = with_phi(Dataset(), CTImageStorage)
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame
             ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
             ds.SeriesDescription = ds.StudyDescription = "SYNTHETIC phantom, fake identifiers, not patient data"
             ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
-            ds.PatientSex, ds.PatientAge, ds.AccessionNumber = "F", "050Y", FAKE_PHI["AccessionNumber"]
+            ds.PatientSex, ds.PatientAge = "F", "050Y"
             ds.ReferringPhysicianName, ds.StudyTime, ds.Manufacturer = "", "000000", "Phantom"
             # stored grid [i, j, k] is LPS: patient position of voxel (0, 0, k)
             ds.ImagePositionPatient = [-float(affine[0, 3]), -float(affine[1, 3]), float(affine[2, 3] + k * dz)]
@@ -389,19 +394,11 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
             ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
             ds.PixelData = np.ascontiguousarray((hu[:, :, k].T + 1024).clip(0, 65535).astype(np.uint16)).tobytes()
-            pydicom.dcmwrite(folder / f"IM{k:04d}.dcm", ds, enforce_file_format=True)
             datasets.append(ds)
         return datasets
 
-    for case in range(cases):
-        affine = _affine("LPS", case, DICOM_SHAPE, DICOM_SPACING)
-        hu, labels = _phantom(affine, _lesions(case), rng, DICOM_SHAPE)
-        folder = (
-            root / f"{FAKE_PHI['PatientName'].replace('^', '_')}_{FAKE_PHI['PatientID']}" / f"CT_{case:02d}_19700101"
-        )
-        datasets = series(folder / "series", hu, affine)
-        count = int(labels.max())
-        segment = Segmentation(
+    def segmentation(datasets: list[Dataset], labels: np.ndarray) -> Segmentation:
+        return Segmentation(
             source_images=datasets,
             pixel_array=np.stack([labels[:, :, k].T for k in range(labels.shape[2])]).astype(np.uint8),
             segmentation_type="BINARY",
@@ -413,7 +410,7 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
                     segmented_property_type=codes.SCT.Tissue,
                     algorithm_type=SegmentAlgorithmTypeValues.MANUAL,
                 )
-                for n in range(1, count + 1)
+                for n in range(1, int(labels.max()) + 1)
             ],
             series_instance_uid=generate_uid(),
             series_number=50,
@@ -424,25 +421,102 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
             software_versions="1",
             device_serial_number="1",
         )
-        segment.save_as(folder / "seg.dcm")
+
+    def save(folder: Path, datasets: list[Dataset]) -> None:
+        folder.mkdir(parents=True)
+        for k, ds in enumerate(datasets):
+            pydicom.dcmwrite(folder / f"IM{k:04d}.dcm", ds, enforce_file_format=True)
+
+    for case in range(cases):
+        affine = _affine("LPS", case, DICOM_SHAPE, DICOM_SPACING)
+        hu, labels = _phantom(affine, _lesions(case), rng, DICOM_SHAPE)
+        folder = (
+            root / f"{FAKE_PHI['PatientName'].replace('^', '_')}_{FAKE_PHI['PatientID']}" / f"CT_{case:02d}_19700101"
+        )
+        datasets = ct_series(hu, affine)
+        save(folder / "series", datasets)
+        segmentation(datasets, labels).save_as(folder / "seg.dcm")
     if bad_inputs:
-        bad = root / "bad"
-        bad.mkdir()
-        (bad / "empty.dcm").write_bytes(b"")
-        (bad / "notes.dcm").write_text(f"{FAKE_PHI['PatientName']} {FAKE_PHI['PatientID']}: not DICOM\n")
-        plan = Dataset()
-        plan.file_meta = FileMetaDataset()
-        plan.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"  # RT Plan Storage
-        plan.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        plan.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        plan.SOPClassUID, plan.SOPInstanceUID = plan.file_meta.MediaStorageSOPClassUID, generate_uid()
-        plan.Modality, plan.SeriesInstanceUID = "RTPLAN", generate_uid()
-        for keyword, value in FAKE_PHI.items():
-            setattr(plan, keyword, value)
-        pydicom.dcmwrite(bad / "plan.dcm", plan, enforce_file_format=True)
-        hu, _ = _phantom(_affine("LPS", 0, DICOM_SHAPE, DICOM_SPACING), [], rng, DICOM_SHAPE)
-        series(bad / "unannotated", hu[:, :, :4], _affine("LPS", 0, DICOM_SHAPE, DICOM_SPACING))
+        _write_bad_dicom(root / "bad", rng, ct_series, segmentation, save, with_phi)
     return root
+
+
+BAD_DICOM = {
+    "zero-byte file": 1,
+    "not a DICOM file (no 'DICM' prefix or file meta)": 1,
+    "not an image": 4,
+    "DICOM dataset without file meta (no preamble, 'DICM' prefix or transfer syntax)": 1,
+    "image flagged with burned-in annotation": 1,
+    "series has no SEG or RTSTRUCT annotation": 1,
+    "truncated pixel data in file": 1,
+    "inconsistent series": 1,
+    "malformed geometry or pixel description in file": 1,
+    "cannot decode transfer syntax MPEG2 Main Profile / Main Level": 1,
+}
+"""What the DICOM sample's bad inputs are rejected for, counted by reason kind (as a manifest counts)."""
+
+
+def _write_bad_dicom(bad: Path, rng: np.random.Generator, ct_series, segmentation, save, with_phi) -> None:
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+    from pydicom.uid import MPEG2MPML, RLELossless
+
+    bad.mkdir()
+    (bad / "empty.dcm").write_bytes(b"")
+    (bad / "notes.dcm").write_text(f"{FAKE_PHI['PatientName']} {FAKE_PHI['PatientID']}: not DICOM\n")
+    non_images = {
+        "plan.dcm": ("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN"),  # RT Plan
+        "dose.dcm": ("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE"),  # RT Dose
+        "report.dcm": ("1.2.840.10008.5.1.4.1.1.88.11", "SR"),  # Basic Text SR
+        "ecg.dcm": ("1.2.840.10008.5.1.4.1.1.9.1.1", "ECG"),  # 12-lead ECG waveform
+    }
+    for name, (sop_class, modality) in non_images.items():
+        ds = with_phi(Dataset(), sop_class)
+        ds.Modality, ds.SeriesInstanceUID = modality, pydicom.uid.generate_uid()
+        pydicom.dcmwrite(bad / name, ds, enforce_file_format=True)
+
+    affine = _affine("LPS", 0, DICOM_SHAPE, DICOM_SPACING)
+    hu, labels = _phantom(affine, _lesions(0), rng, DICOM_SHAPE)
+    middle = np.s_[:, :, DICOM_SHAPE[2] // 2 - 2 : DICOM_SHAPE[2] // 2 + 2]  # four slices through the liver
+
+    raw = ct_series(hu[middle], affine)[0]
+    del raw.file_meta
+    raw.preamble = None
+    raw.save_as(bad / "raw.dcm", implicit_vr=True, little_endian=True, enforce_file_format=False)
+    burned = ct_series(hu[middle], affine)[0]
+    burned.BurnedInAnnotation = "YES"
+    pydicom.dcmwrite(bad / "burned.dcm", burned, enforce_file_format=True)
+    save(bad / "unannotated", ct_series(hu[middle], affine))
+
+    def truncated(datasets):
+        datasets[1].PixelData = datasets[1].PixelData[:-300]
+
+    def mixed_sizes(datasets):
+        datasets[1].Rows = 128
+        datasets[1].PixelData = datasets[1].PixelData[: 128 * datasets[1].Columns * 2]
+
+    def malformed_value(datasets):  # an IS value that is not a number, stored raw as a broken writer would
+        tag = Tag(0x00280008)  # NumberOfFrames
+        datasets[1]._dict[tag] = RawDataElement(tag, "IS", 2, b"x ", 0, False, True)
+
+    def unsupported_codec(datasets):  # RLE-compressed pixels under a transfer syntax no plugin decodes
+        for ds in datasets:
+            ds.compress(RLELossless)
+            ds.file_meta.TransferSyntaxUID = MPEG2MPML
+
+    for name, change in {
+        "truncated": truncated,
+        "mixed_sizes": mixed_sizes,
+        "malformed_value": malformed_value,
+        "unsupported_codec": unsupported_codec,
+    }.items():
+        datasets = ct_series(hu[middle], affine)
+        seg = segmentation(datasets, labels[middle])
+        change(datasets)
+        save(bad / name / "series", datasets)
+        seg.save_as(bad / name / "seg.dcm")
 
 
 SAMPLE_SOURCES = {

@@ -321,6 +321,8 @@ def _annotation_references(header, kind: str) -> tuple[set[str], set[str]]:
                 series_uids.add(str(_get(item, "SeriesInstanceUID")))
             for instance in _get(item, "ReferencedInstanceSequence", []) or []:
                 instance_uids.add(str(_get(instance, "ReferencedSOPInstanceUID")))
+        if series_uids:  # the per-frame references are one item per frame: parse them only when needed
+            return series_uids, instance_uids
         for group in _get(header, "PerFrameFunctionalGroupsSequence", []) or []:
             for derivation in _get(group, "DerivationImageSequence", []) or []:
                 for source in _get(derivation, "SourceImageSequence", []) or []:
@@ -344,12 +346,46 @@ def _sorted_paths(members: list[tuple[Path, object]]) -> list[Path]:
     """Files along the slice normal of the first file; by path when geometry is missing."""
     members = sorted(members, key=lambda m: str(m[0]))
     try:
-        frames = [_frames_of(header, path)[0] for path, header in members]
-    except InputRejected:  # read_series says what is missing
+        planes = [_first_plane(header, path) for path, header in members]
+    except (InputRejected, *_MALFORMED):  # read_series says what is missing
         return [path for path, _ in members]
-    normal = _normal(frames[0].orientation)
-    keyed = sorted(zip(frames, members, strict=True), key=lambda fm: (float(fm[0].position @ normal), str(fm[1][0])))
+    normal = _normal(planes[0][1])
+    keyed = sorted(zip(planes, members, strict=True), key=lambda pm: (float(pm[0][0] @ normal), str(pm[1][0])))
     return [member[0] for _, member in keyed]
+
+
+def _first_plane(header, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Position and orientation of a file's first frame: from the top level of a single-frame image
+    (two values, cheap), from the functional groups of a multi-frame one."""
+    if _get(header, "ImagePositionPatient") is not None and _get(header, "ImageOrientationPatient") is not None:
+        return _floats(header, "ImagePositionPatient", 3, path), _floats(header, "ImageOrientationPatient", 6, path)
+    frame = _frames_of(header, path)[0]
+    return frame.position, frame.orientation
+
+
+def known_series(files: list[Path], annotations: list[Path]) -> DicomSeries:
+    """A series that an earlier ``scan`` grouped (``files`` in slice order) with its SEG and
+    RTSTRUCT files, rebuilt from one header each instead of scanning it again; ``read_series``
+    checks that every file still belongs to it."""
+    changed = "the series' files no longer form one series: the source changed after listing"
+    header, reason = _scan_header(files[0]) if files else (None, "no files")
+    if reason is not None:
+        raise InputRejected(changed)
+    segs, rtstructs = [], []
+    for path in annotations:
+        annotation, reason = _scan_header(path)
+        sop_class = str(_get(annotation, "SOPClassUID", "") or "") if reason is None else ""
+        if sop_class not in (*SEG_CLASSES, RTSTRUCT_STORAGE):
+            raise InputRejected(changed)
+        (segs if sop_class in SEG_CLASSES else rtstructs).append(path)
+    return DicomSeries(
+        series_uid=str(_get(header, "SeriesInstanceUID")),
+        modality=str(_get(header, "Modality", "") or ""),
+        files=tuple(files),
+        segs=tuple(segs),
+        rtstructs=tuple(rtstructs),
+        body_part=str(_get(header, "BodyPartExamined")) if _get(header, "BodyPartExamined") else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,6 +404,8 @@ def read_series(series: DicomSeries) -> Volume:
     frames: list[_Frame] = []
     for path in series.files:
         ds = _read_for_pixels(path)
+        if str(_get(ds, "SeriesInstanceUID", "")) != series.series_uid:
+            raise InputRejected("the series' files no longer form one series: the source changed after listing")
         datasets.append(ds)
         frames.extend(_frames_of(ds, path))
     ordered, lps_affine, spacing = _geometry(frames)
