@@ -49,6 +49,8 @@ class Settings:
     Required for non-synthetic DICOM sources; keep it constant so that record ids stay stable."""
     catalog_dirs: tuple[Path, ...] = ()
     """MEDTRINITY_CATALOG_DIRS: more directories of catalog YAML files (os.pathsep-separated)."""
+    cache_dir: Path = Path("data/cache").absolute()
+    """MEDTRINITY_CACHE_DIR: local mirrors of sources staged on S3 (shared storage on a Ray cluster)."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -69,4 +71,5 @@ def load_settings(env: dict | None = None) -> Settings:
         catalog_dirs=tuple(
             Path(p).absolute() for p in (env.get("MEDTRINITY_CATALOG_DIRS") or "").split(os.pathsep) if p
         ),
+        cache_dir=Path(env.get("MEDTRINITY_CACHE_DIR") or "data/cache").absolute(),
     )

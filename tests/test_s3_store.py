@@ -30,6 +30,7 @@ import pytest
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import StoreUnavailable
+from medtrinity_tasks.sources.catalog import CATALOG_DIR
 from medtrinity_tasks.storage import LocalStore, S3Store, Store, open_store
 
 BIN = Path(sys.executable).parent
@@ -490,3 +491,48 @@ def test_cli_missing_bucket_is_one_line_error(moto_endpoint, aws_env, samples_di
         env=_cli_env(aws_env, samples_dir, moto_endpoint), check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     _assert_one_line_error(result, repr(name), "does not exist")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources staged on S3
+
+
+def test_source_staged_on_s3_runs_from_a_local_mirror_kept_in_step(
+    s3, moto_endpoint, aws_env, samples_dir, tmp_path, monkeypatch
+):
+    import yaml
+
+    from medtrinity_tasks.pipeline import run_source
+    from medtrinity_tasks.sources.samples import BAD_DERMOSCOPY
+
+    bucket = _new_bucket(s3)
+    staged = samples_dir / "synthetic_dermoscopy"
+    for path in sorted(p for p in staged.rglob("*") if p.is_file() and not p.is_symlink()):
+        key = f"staged/dermoscopy/{path.relative_to(staged).as_posix()}"
+        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="staged/dermoscopy-other/images/not_mine.jpg", Body=b"x")  # a sibling prefix
+    entry = yaml.safe_load((CATALOG_DIR / "synthetic_dermoscopy.yaml").read_text())
+    entry.update(id="site_dermoscopy_s3", location=f"s3://{bucket}/staged/dermoscopy")
+    (catalog := tmp_path / "catalog").mkdir()
+    (catalog / "site_dermoscopy_s3.yaml").write_text(yaml.safe_dump(entry))
+    for key, value in {
+        "MEDTRINITY_CATALOG_DIRS": str(catalog),
+        "MEDTRINITY_CACHE_DIR": str(tmp_path / "cache"),
+        "MEDTRINITY_S3_ENDPOINT_URL": moto_endpoint,
+        "MEDTRINITY_OUTPUT": str(tmp_path / "out"),
+        "MEDTRINITY_RUNNER": "inprocess",
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    counts = run_source("site_dermoscopy_s3", progress=lambda line: None)["counts"]
+    local_files = sum(1 for p in staged.rglob("*") if p.is_file() and not p.is_symlink())
+    assert counts["inputs"] == counts["used"] + counts["rejected"] and counts["records"] == 8
+    mirror = tmp_path / "cache" / "sources" / "site_dermoscopy_s3"
+    assert sum(1 for p in mirror.rglob("*") if p.is_file()) == local_files  # the sibling prefix is not mirrored
+    assert counts["rejected"] == len(BAD_DERMOSCOPY)  # the broken files travel too, and are rejected as locally
+
+    # the bucket changes: one image gone, one new; the next run's listing follows it
+    s3.delete_object(Bucket=bucket, Key="staged/dermoscopy/images/synthetic_0000.jpg")
+    s3.delete_object(Bucket=bucket, Key="staged/dermoscopy/masks/synthetic_0000_segmentation.png")
+    again = run_source("site_dermoscopy_s3", progress=lambda line: None, force=True)["counts"]
+    assert again["records"] == 7 and not (mirror / "images" / "synthetic_0000.jpg").exists()

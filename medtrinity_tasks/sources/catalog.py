@@ -261,16 +261,23 @@ class SourceEntry(BaseModel):
             return WINDOW_PRESETS[REGION_WINDOWS.get(self.body_region, "soft_tissue")]
         return self.window
 
-    def location_path(self, settings: Settings | None = None) -> Path:
-        """The staged copy of the source, with environment variables expanded."""
+    def location_uri(self, settings: Settings | None = None) -> str:
+        """Where the source is staged, environment variables expanded: a path or s3://bucket/prefix."""
         settings = settings or load_settings()
         env = {"MEDTRINITY_SAMPLES_DIR": str(settings.samples_dir), **os.environ}
         try:
-            return Path(string.Template(self.location).substitute(env))
+            return string.Template(self.location).substitute(env)
         except KeyError as missing:
             raise MedtrinityError(
                 f"source {self.id}: location {self.location!r} uses {missing}, which is not set"
             ) from None
+
+    def location_path(self, settings: Settings | None = None) -> Path:
+        """The local directory the pipeline reads: the staged copy, or for a source staged on S3
+        its mirror under MEDTRINITY_CACHE_DIR (kept in step by every listing of the source)."""
+        settings = settings or load_settings()
+        uri = self.location_uri(settings)
+        return settings.cache_dir / "sources" / self.id if uri.startswith("s3://") else Path(uri)
 
 
 @lru_cache(maxsize=8)

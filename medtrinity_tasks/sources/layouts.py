@@ -26,6 +26,11 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
     """Every input of the staged source. ``scope`` (the ``folders`` pseudonyms of some inputs, from
     an earlier listing) narrows a DICOM listing to those folders: a shard reads the headers of its
     own series, not of the whole source."""
+    uri = source.location_uri(settings)
+    if uri.startswith("s3://"):
+        from medtrinity_tasks.sources.mirror import mirror
+
+        mirror(uri, source.location_path(settings), settings)
     root = source.location_path(settings)
     if not root.is_dir():
         hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"

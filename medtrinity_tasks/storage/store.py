@@ -152,6 +152,17 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def objects(self):
+        """(key below the prefix, size, last-modified datetime) of every object under the prefix."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        folder = f"{self.prefix}/" if self.prefix else ""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:], item["Size"], item["LastModified"]
+
+    def download(self, key: str, path: Path) -> None:
+        self.client.download_file(self.bucket, self._key(key), str(path))
+
 
 def open_store(uri: str, settings: Settings | None = None) -> Store:
     settings = settings or load_settings()
