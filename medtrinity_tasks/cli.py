@@ -53,7 +53,10 @@ def _sources_check(args) -> int:
     print(f"{source.id}: {len(inputs)} input files at {where} ({source.format}, layout {source.layout})")
     for problem in problems:
         print(f"  problem: {problem}")
-    print("matches the layout" if not problems else f"{len(problems)} problem(s): a run would reject these inputs")
+    if not inputs:
+        print("nothing to run: stage the source as its catalog entry says")
+    else:
+        print("matches the layout" if not problems else f"{len(problems)} problem(s): a run would reject these inputs")
     return 1 if problems else 0
 
 

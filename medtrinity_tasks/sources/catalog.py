@@ -269,7 +269,8 @@ class SourceEntry(BaseModel):
             return string.Template(self.location).substitute(env)
         except KeyError as missing:
             raise MedtrinityError(
-                f"source {self.id}: location {self.location!r} uses {missing}, which is not set"
+                f"source {self.id}: location {self.location!r} uses {missing}, which is not set; "
+                "set it to the directory where the source is staged"
             ) from None
 
     def location_path(self, settings: Settings | None = None) -> Path:
