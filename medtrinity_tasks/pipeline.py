@@ -46,13 +46,22 @@ class GateFailed(MedtrinityError):
     """Too few records passed the quality gate to publish the run."""
 
 
-LOADERS = {"nifti": VolumeSlicer, "dicom": DicomSeriesSlicer, "image2d": PlanarImageLoader}
-"""The first stage per source format: input files -> 2D image rows with their label slices, or rejects."""
+LOADERS = {
+    "msd": VolumeSlicer,
+    "nnunet": VolumeSlicer,
+    "paired_files": VolumeSlicer,
+    "series": DicomSeriesSlicer,
+    "image_mask": PlanarImageLoader,
+    "image_table": PlanarImageLoader,
+    "coco": PlanarImageLoader,
+    "class_folders": PlanarImageLoader,
+}
+"""The first stage per source layout: input files -> 2D image rows with their label slices, or rejects."""
 
 
 def build_stages(source: SourceEntry, settings: Settings) -> list[Stage]:
     return [
-        LOADERS[source.format](source, settings),  # input files -> 2D images (or rejects)
+        LOADERS[source.layout](source, settings),  # input files -> 2D images (or rejects)
         AnnotationRois(source),  # label slices -> described ROIs
         CoarseCaption(source),  # metadata -> coarse caption
         TemplateDescription(),  # facts -> five-section description

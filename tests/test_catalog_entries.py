@@ -277,3 +277,55 @@ def test_isic2018_classification_names_images_without_extension(data_dir):
     assert counts["used"] == 2
     assert _rejects(manifest)["ISIC2018_Task3_Training_Input/LICENSE.txt"].startswith("not listed in")
     assert sorted(d for r in records for d in r["diseases"]) == ["melanocytic nevus", "melanoma"]
+
+
+def _radiograph(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", burned_in: bool = False):
+    """A single-frame DX image as PhysioNet ships VinDr-CXR (file named by image id)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, for presentation
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.Modality, ds.PatientName = generate_uid(), "DX", "Doe^Jane"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if burned_in:
+        ds.BurnedInAnnotation = "YES"
+    ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_vindr_cxr_dicom_radiographs_with_boxes_per_reader(data_dir):
+    root = data_dir / "vindr_cxr"
+    lung = np.full((200, 160), 600, dtype=np.uint16)
+    lung[40:80, 30:70] = 3000  # a bright (opaque) patch on the patient's right
+    _radiograph(root / "train" / "aaa1.dicom", lung)
+    _radiograph(root / "train" / "bbb2.dicom", 4095 - lung, photometric="MONOCHROME1")  # the same, stored inverted
+    _radiograph(root / "train" / "ccc3.dicom", lung, burned_in=True)
+    header = ["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
+    _write_csv(
+        root / "annotations" / "annotations_train.csv",
+        header,
+        [
+            ["aaa1", "R1", "Nodule/Mass", 30, 40, 70, 80],
+            ["aaa1", "R2", "Nodule/Mass", 31, 41, 69, 79],
+            ["aaa1", "R3", "No finding", "", "", "", ""],
+            ["bbb2", "R1", "Nodule/Mass", 30, 40, 70, 80],
+            ["ccc3", "R1", "No finding", "", "", "", ""],
+        ],
+    )
+    counts, manifest, records = _run("vindr_cxr")
+    assert _rejects(manifest) == {"train/ccc3.dicom": "image flagged with burned-in annotation"}
+    by_name = {r["source_relpath"]: r for r in records}
+    plain, inverted = by_name["train/aaa1.dicom"], by_name["train/bbb2.dicom"]
+    assert plain["image"]["bytes"] == inverted["image"]["bytes"]  # MONOCHROME1 turned the usual way round
+    assert [roi["label"] for roi in plain["rois"]] == ["nodule or mass", "nodule or mass"]  # one per reader
+    assert plain["rois"][0]["location"].startswith("right")
+    assert "more opaque than the surrounding tissue" in plain["rois"][0]["texture"]
+    assert "Doe^Jane" not in json.dumps([{k: v for k, v in r.items() if k != "image"} for r in records], default=str)

@@ -1,5 +1,6 @@
-"""2D sources: each image becomes one record with its mask, boxes or class labels (no slicing, no
-patient orientation)."""
+"""2D sources: each image (an image file, or a single DICOM image such as a radiograph) becomes one
+record with its mask, boxes or class labels (no slicing; a patient orientation only where the
+catalog entry states one)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,16 @@ class PlanarImageLoader(InputStage):
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
 
+    def read(self, path) -> np.ndarray:
+        """Pixels as stored (2D image files), or in modality units (single DICOM images)."""
+        if self.source.format == "dicom":
+            from medtrinity_tasks.sources.readers.dicom import read_dicom_image
+
+            return read_dicom_image(path)
+        return read_image(path)
+
     def rows_for(self, row: dict) -> list[dict]:
-        pixels = read_image(self.root / row["source_relpath"])
+        pixels = self.read(self.root / row["source_relpath"])
         if row.get("label_relpath"):
             mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
             if mask.shape != pixels.shape[:2]:

@@ -167,7 +167,7 @@ class PairedFilesLayout(BaseModel):
 
 LAYOUTS = {
     "nifti": {"msd", "nnunet", "paired_files"},
-    "dicom": {"series"},
+    "dicom": {"series", "image_table"},
     "image2d": {"image_mask", "image_table", "coco", "class_folders"},
 }
 """The layouts each format may come in."""

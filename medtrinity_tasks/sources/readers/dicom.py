@@ -415,16 +415,12 @@ def read_series(series: DicomSeries) -> Volume:
     data = np.empty((columns, rows, len(ordered)), dtype=np.float32)
     for path, ds in zip(series.files, datasets, strict=True):
         stored = _decode(ds, path)
-        inverted = str(_get(ds, "PhotometricInterpretation", "")).strip() == "MONOCHROME1"
-        if inverted:
-            bits = int(_get(ds, "BitsStored", _get(ds, "BitsAllocated", 16)))
-            signed = int(_get(ds, "PixelRepresentation", 0)) == 1
-            top = -1 if signed else (1 << bits) - 1  # min + max of the stored range
+        top = _monochrome1_top(ds)
         for frame_index in range(stored.shape[0]):
             k = index_of[(path, frame_index)]
             frame = ordered[k]
             values = stored[frame_index].astype(np.float64)
-            if inverted:
+            if top is not None:
                 values = top - values
             data[:, :, k] = (values * frame.slope + frame.intercept).T
         del stored
@@ -432,6 +428,38 @@ def read_series(series: DicomSeries) -> Volume:
         raise InputRejected("volume holds NaN or infinite values")
     data, affine, original, spacing_ras = _to_ras(data, lps_affine, spacing)
     return Volume(data=data, spacing_mm=spacing_ras, affine=affine, original_orientation=original)
+
+
+def _monochrome1_top(ds) -> int | None:
+    """For MONOCHROME1 (higher is darker): min + max of the stored range, so that ``top - value``
+    turns it the usual way round; None for other photometric interpretations."""
+    if str(_get(ds, "PhotometricInterpretation", "")).strip() != "MONOCHROME1":
+        return None
+    bits = int(_get(ds, "BitsStored", _get(ds, "BitsAllocated", 16)))
+    return -1 if int(_get(ds, "PixelRepresentation", 0)) == 1 else (1 << bits) - 1
+
+
+@_rejects_malformed("image header")
+def read_dicom_image(path: Path) -> np.ndarray:
+    """One 2D DICOM image (a radiograph, a mammogram) as float32 [row, column] in modality units,
+    MONOCHROME1 turned so that higher is brighter. What ``scan`` rejects (non-image objects, no
+    file meta, burned-in annotation) is rejected here with the same reason."""
+    if not path.is_file():
+        raise InputRejected(f"file is missing: {path.name}")
+    _, reason = _scan_header(path)
+    if reason is not None:
+        raise InputRejected(reason)
+    ds = _read_for_pixels(path)
+    stored = _decode(ds, path)
+    if stored.shape[0] != 1:
+        raise InputRejected(f"{path.name} holds {stored.shape[0]} frames; a 2D source reads single images")
+    values = stored[0].astype(np.float32)
+    top = _monochrome1_top(ds)
+    if top is not None:
+        values = top - values
+    slope = float(_get(ds, "RescaleSlope", 1) or 1)
+    intercept = float(_get(ds, "RescaleIntercept", 0) or 0)
+    return values * slope + intercept
 
 
 def _read_for_pixels(path: Path):
