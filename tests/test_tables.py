@@ -110,3 +110,39 @@ def test_coco_boxes(samples_dir, inprocess, tmp_path, monkeypatch):
     assert result["counts"]["records"] == 8 and result["counts"]["rejected"] == 4
     records = {r["source_relpath"]: r for r in pq.read_table(manifest["shards"][0]["uri"]).to_pylist()}
     assert records["images/cxr_0001.png"]["rois"][0]["bbox_xyxy"] == [72.0, 72.0, 89.0, 89.0]
+
+
+def test_question_answer_pairs_are_kept_as_reference_text(samples_dir, inprocess, tmp_path, monkeypatch):
+    """A second table of question-answer pairs (several per image, VQA style) joins the findings table."""
+    import csv
+
+    import yaml
+
+    from medtrinity_tasks.sources.catalog import get_source
+
+    root = tmp_path / "cxr_qa"
+    root.symlink_to(samples_dir / "synthetic_chest_xray", target_is_directory=True)
+    qa = tmp_path / "qa.csv"
+    with qa.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "question", "answer"])
+        writer.writerow(["cxr_0001.png", "Is there a nodule?", "Yes"])
+        writer.writerow(["cxr_0001.png", "Where is the nodule?", "Right upper zone"])
+        writer.writerow(["cxr_0001.png", "Is there a nodule?", "Yes"])  # repeated pairs are kept once
+    entry = get_source("synthetic_chest_xray").model_dump()
+    entry["table"]["files"].append({"path": str(qa), "image_column": "image", "text_columns": ["question", "answer"]})
+    entry.update(id="site_cxr_qa", location=str(root))
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "site_cxr_qa.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(catalog))
+
+    run_source("site_cxr_qa", progress=lambda line: None)
+    manifest = inprocess.read_json(manifest_key("site_cxr_qa"))
+    records = {r["source_relpath"]: r for s in manifest["shards"] for r in pq.read_table(s["uri"]).to_pylist()}
+    assert records["images/cxr_0001.png"]["reference_text"] == (
+        "A nodule in the right upper lung zone.\n"
+        "question: Is there a nodule? answer: Yes\n"
+        "question: Where is the nodule? answer: Right upper zone"
+    )
+    assert records["images/cxr_0000.png"]["reference_text"] == "No acute cardiopulmonary abnormality."

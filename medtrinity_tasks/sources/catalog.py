@@ -102,8 +102,10 @@ class TableFile(BaseModel):
     box_columns: list[str] | None = None
     """Four columns (x, y, w, h or x0, y0, x1, y1), or one column holding the four numbers "a, b, c, d"."""
     box_format: Literal["xywh", "xyxy"] = "xywh"
-    text_column: str | None = None
-    """Reports, captions or answers kept as the record's ``reference_text``."""
+    text_columns: list[str] = []
+    """Reports, captions or question-answer columns kept as the record's ``reference_text``: one
+    column is taken as it is; several are written "column: value" (e.g. "question: ... answer:
+    ..."); an image's distinct texts over all its rows are kept, one per line."""
     delimiter: str = ","
 
     @model_validator(mode="after")

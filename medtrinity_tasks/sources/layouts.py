@@ -210,7 +210,7 @@ def _table_lines(source: SourceEntry, root: Path, table: TableFile):
         wanted = [
             table.image_column,
             table.label_column,
-            table.text_column,
+            *table.text_columns,
             *(table.label_columns or []),
             *(table.box_columns or []),
         ]
@@ -228,7 +228,7 @@ def _table_lines(source: SourceEntry, root: Path, table: TableFile):
 
 def _table_annotations(source: SourceEntry, lines: list[tuple[TableFile, dict]]) -> dict:
     """One image's rows as image labels, boxes (x0, y0, x1, y1) and reference text."""
-    names, boxes, text = [], [], None
+    names, boxes, texts = [], [], {}
     for table, line in lines:
         labels = _line_labels(source, table, line)
         if table.box_columns and all(line[c].strip() for c in table.box_columns):
@@ -236,9 +236,18 @@ def _table_annotations(source: SourceEntry, lines: list[tuple[TableFile, dict]])
             boxes += [{"label": name, "bbox_xyxy": box} for name in labels]
         else:
             names += labels
-        if text is None and table.text_column and line[table.text_column].strip():
-            text = line[table.text_column].strip()
+        text = _line_text(table, line)
+        if text:
+            texts[text] = None  # distinct, in table order
+    text = "\n".join(texts) or None
     return {"image_labels": sorted(set(names)), "annotation_boxes": boxes, "reference_text": text}
+
+
+def _line_text(table: TableFile, line: dict) -> str:
+    if len(table.text_columns) == 1:
+        return line[table.text_columns[0]].strip()
+    parts = [(column, line[column].strip()) for column in table.text_columns]
+    return " ".join(f"{column}: {value}" for column, value in parts if value)
 
 
 def _line_labels(source: SourceEntry, table: TableFile, line: dict) -> list[str]:
