@@ -40,6 +40,8 @@ from medtrinity_tasks.validation.gate import validate_records
 
 log = logging.getLogger(__name__)
 TOP_REASONS = 5
+LISTING = "listing"
+"""The work record of the inputs a listing rejects before any shard (see ``plan_shards``)."""
 
 
 class GateFailed(MedtrinityError):
@@ -77,15 +79,24 @@ def plan_shards(
     force: bool = False,
     run_id: str | None = None,
 ) -> list[dict]:
+    """List the source and cut its usable inputs into shards. Inputs the listing already rejects
+    (unlisted files, stray or non-image files, broken links) are accounted for here, in the
+    ``listing`` work record, so that no shard task is spent on them."""
     settings = load_settings()
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
-    open_store(output_uri, settings)  # an unreachable store fails here, before any work
-    inputs = list_inputs(source, settings)[: limit or None]
-    if not inputs:
+    store = open_store(output_uri, settings)  # an unreachable store fails here, before any work
+    listed = list_inputs(source, settings)[: limit or None]
+    if not listed:
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
-    size = shard_size or settings.shard_size
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
+    rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
+    store.write_json(work_key(source_id, LISTING), _listing_work(source_id, run_id, rejected))
+    inputs = [item for item in listed if not item.get("reject_reason")]
+    if not inputs:
+        reasons = _top(Counter(reason_kind(r["reason"]) for r in rejected))
+        raise MedtrinityError(f"source {source_id}: all {len(listed)} input files are rejected: {reasons}")
+    size = shard_size or settings.shard_size
     shards = []
     for start in range(0, len(inputs), size):
         members = inputs[start : start + size]
@@ -101,6 +112,22 @@ def plan_shards(
             shard["scope"] = sorted({folder for item in members for folder in item.get("folders", [])})
         shards.append(shard)
     return shards
+
+
+def _listing_work(source_id: str, run_id: str, rejected: list[dict]) -> dict:
+    """The listing's rejects in the shape of a shard's work record, so gate and publish count them alike."""
+    return {
+        "source_id": source_id,
+        "shard_id": LISTING,
+        "run_id": run_id,
+        "pipeline_version": PIPELINE_VERSION,
+        "inputs": [r["input"] for r in rejected],
+        "used": [],
+        "rejected": rejected,
+        "quarantined": [],
+        "counts": {"inputs": len(rejected), "used": 0, "rejected": len(rejected), "produced": 0, "records": 0,
+                   "quarantined": 0},
+    }  # fmt: skip
 
 
 def _run_stages(stages: list[Stage], rows: list[dict], settings: Settings) -> list[dict]:
@@ -236,6 +263,8 @@ def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = 
     """Fail the run when the share of produced records that passed is below the source's threshold."""
     settings = load_settings()
     source = get_source(source_id, settings)
+    store = open_store(output_uri or settings.output_uri, settings)
+    summaries = [_summary(store.read_json(work_key(source_id, LISTING)), skipped=False), *summaries]
     threshold = source.min_pass_rate if source.min_pass_rate is not None else settings.min_pass_rate
     totals = _totals(summaries)
     pass_rate = totals["records"] / totals["produced"] if totals["produced"] else 0.0
@@ -243,9 +272,7 @@ def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = 
     reject_reasons = sum((Counter(s["reject_reasons"]) for s in summaries), Counter())
     verdict = {"pass_rate": round(pass_rate, 4), "threshold": threshold, **totals}
     if pass_rate < threshold:
-        where = open_store(output_uri or settings.output_uri, settings).key_uri(
-            f"{source_prefix(source_id)}/quarantine/"
-        )
+        where = store.key_uri(f"{source_prefix(source_id)}/quarantine/")
         raise GateFailed(
             f"{source_id}: pass rate {pass_rate:.2f} is below the threshold {threshold:.2f} "
             f"({totals['records']} of {totals['produced']} records passed, {totals['rejected']} of "
@@ -262,14 +289,15 @@ def publish_source(
     settings = load_settings()
     source = get_source(source_id, settings)
     store = open_store(output_uri or settings.output_uri, settings)
+    listing = store.read_json(work_key(source_id, LISTING))
     works = [store.read_json(work_key(source_id, s["shard_id"])) for s in summaries]
-    counts = _totals([w["counts"] for w in works])
+    counts = _totals([w["counts"] for w in [listing, *works]])
     if (
         counts["inputs"] != counts["used"] + counts["rejected"]
         or counts["produced"] != counts["records"] + counts["quarantined"]
     ):
         raise MedtrinityError(f"{source_id}: manifest accounting does not balance: {counts}")
-    _remove_stale_shards(store, source_id, {w["shard_id"] for w in works})
+    _remove_stale_shards(store, source_id, {LISTING, *(w["shard_id"] for w in works)})
     manifest = {
         "source_id": source_id,
         "source_name": source.name,
@@ -289,11 +317,11 @@ def publish_source(
             }
             for w in works
         ],
-        "rejected_by_reason": dict(Counter(reason_kind(r["reason"]) for w in works for r in w["rejected"])),
+        "rejected_by_reason": dict(Counter(reason_kind(r["reason"]) for w in [listing, *works] for r in w["rejected"])),
         "quarantined_by_reason": dict(
             Counter(reason_kind(reason) for w in works for q in w["quarantined"] for reason in q["reasons"])
         ),
-        "rejected": [r for w in works for r in w["rejected"]],
+        "rejected": [r for w in [listing, *works] for r in w["rejected"]],
         "quarantined": [q for w in works for q in w["quarantined"]],
     }
     uri = store.write_json(manifest_key(source_id), manifest)
@@ -325,7 +353,7 @@ def run_source(
     """Plan, process, gate and publish one source without Airflow (the ``medtrinity run`` command)."""
     shards = plan_shards(source_id, output_uri, limit=limit, shard_size=shard_size, force=force)
     total_inputs = sum(len(s["inputs"]) for s in shards)
-    progress(f"{source_id}: {total_inputs} inputs in {len(shards)} shard(s)")
+    progress(f"{source_id}: {total_inputs} usable inputs in {len(shards)} shard(s)")
     summaries = []
     for number, shard in enumerate(shards, 1):
         summary = process_shard(shard)

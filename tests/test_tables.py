@@ -146,3 +146,15 @@ def test_question_answer_pairs_are_kept_as_reference_text(samples_dir, inprocess
         "question: Where is the nodule? answer: Right upper zone"
     )
     assert records["images/cxr_0000.png"]["reference_text"] == "No acute cardiopulmonary abnormality."
+
+
+def test_inputs_the_listing_rejects_take_no_shard(samples_dir, inprocess):
+    from medtrinity_tasks.pipeline import plan_shards
+
+    shards = plan_shards("synthetic_chest_xray")
+    planned = {key for shard in shards for key in shard["inputs"]}
+    listing = inprocess.read_json("sources/synthetic_chest_xray/work/listing.json")
+    at_listing = {r["input"] for r in listing["rejected"]}
+    # unlisted files, unknown labels and malformed boxes are known before any pixel is read
+    assert at_listing == {"images/bad_unlisted.png", "images/bad_label.png", "images/bad_box.png"}
+    assert not (at_listing & planned) and "images/bad_missing.png" in planned  # a missing file is found by its reader
