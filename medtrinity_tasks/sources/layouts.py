@@ -79,8 +79,7 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
     except (ValueError, KeyError, TypeError) as exc:
         raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
     for item in inputs.values():
-        paths = [Path(p) for p in (item["source_relpath"], item["label_relpath"]) if p]
-        if any(p.is_absolute() or ".." in p.parts for p in paths):
+        if any(escapes_root(p) for p in (item["source_relpath"], item["label_relpath"]) if p):
             item["reject_reason"] = OUTSIDE
     for path in _files(root / "imagesTr"):
         relpath = f"imagesTr/{path.name}"
@@ -185,7 +184,7 @@ def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
     inputs = {}
     for name, lines in grouped.items():
         relpath = posixpath.normpath(f"{layout.images_dir}/{name}")
-        if _outside(relpath):
+        if escapes_root(relpath):
             inputs[relpath] = {"source_relpath": relpath, "reject_reason": "path in the table leaves the source"}
             continue
         try:
@@ -352,7 +351,7 @@ def _paired_files(source: SourceEntry, root: Path) -> dict[str, dict]:
             continue
         label = posixpath.normpath(layout.label_path.format(**match.groupdict()))
         inputs[relpath] = {"source_relpath": relpath, "label_relpath": label}
-        if _outside(label):
+        if escapes_root(label):
             inputs[relpath]["reject_reason"] = "its label path leaves the source directory"
         if match.groupdict().get("channel") is not None:
             inputs[relpath]["sequence"] = _channel_name(source, match["channel"])
@@ -377,8 +376,11 @@ def _walk(root: Path, folder: str) -> list[str]:
     )
 
 
-def _outside(relpath: str) -> bool:
-    return relpath.startswith("../") or relpath == ".." or posixpath.isabs(relpath)
+def escapes_root(relpath: str) -> bool:
+    """Whether a path named by a source (a listing, a table, an archive member, an object key) would
+    land outside the source directory: absolute (POSIX or a Windows drive) or climbing out with ".."."""
+    normalised = posixpath.normpath(relpath.replace("\\", "/"))
+    return normalised.startswith(("/", "../")) or normalised == ".." or relpath[1:2] == ":"
 
 
 LISTERS = {

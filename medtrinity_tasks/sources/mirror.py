@@ -10,6 +10,7 @@ import posixpath
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
+from medtrinity_tasks.sources.layouts import escapes_root
 from medtrinity_tasks.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def mirror(uri: str, destination: Path, settings: Settings) -> dict[str, int]:
         if key.endswith("/"):
             continue  # folder markers
         relpath = posixpath.normpath(key)
-        if relpath.startswith(("/", "../")) or relpath == "..":
+        if escapes_root(key):
             done["refused"] += 1
             log.warning("source mirror: an object key leaves the source directory; not mirrored")
             continue

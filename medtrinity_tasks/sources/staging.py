@@ -5,7 +5,6 @@ its reason instead of written. The pipeline itself reads staged files only, neve
 
 from __future__ import annotations
 
-import posixpath
 import stat
 import tarfile
 import zipfile
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.sources.layouts import escapes_root
 
 
 @dataclass
@@ -42,7 +42,7 @@ def _untar(archive: Path, destination: Path) -> Unpacked:
     result = Unpacked(archive.name)
     with tarfile.open(archive) as tar:
         for member in tar:
-            if _escapes(member.name):  # the "data" filter would strip a leading "/"; refuse it instead
+            if escapes_root(member.name):  # the "data" filter would strip a leading "/"; refuse it instead
                 result.refused[member.name] = "member path leaves the source directory"
                 continue
             try:
@@ -72,7 +72,7 @@ def _unzip(archive: Path, destination: Path) -> Unpacked:
     with zipfile.ZipFile(archive) as bundle:
         for info in bundle.infolist():
             name = info.filename
-            if _escapes(name):
+            if escapes_root(name):
                 result.refused[name] = "member path leaves the source directory"
             elif stat.S_ISLNK(info.external_attr >> 16):
                 result.refused[name] = "symbolic link member"  # zipfile would write it as a file holding the target
@@ -80,9 +80,3 @@ def _unzip(archive: Path, destination: Path) -> Unpacked:
                 bundle.extract(info, destination)
                 result.extracted += not info.is_dir()
     return result
-
-
-def _escapes(name: str) -> bool:
-    """An absolute member name (POSIX or Windows drive) or one that climbs out with ".."."""
-    normalised = posixpath.normpath(name.replace("\\", "/"))
-    return normalised.startswith(("/", "../")) or normalised == ".." or (len(name) > 1 and name[1] == ":")
