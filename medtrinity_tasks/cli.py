@@ -29,8 +29,8 @@ def _samples(args) -> None:
         print(f"wrote sample source {source_id} to {root} (SYNTHETIC, not patient data)")
 
 
-def _sources_list(args) -> None:
-    from medtrinity_tasks.sources.catalog import load_catalog
+def _sources_list(args) -> int:
+    from medtrinity_tasks.sources.catalog import catalog_problems, load_catalog
 
     settings = load_settings()
     for entry in load_catalog().values():
@@ -40,6 +40,10 @@ def _sources_list(args) -> None:
         except MedtrinityError:  # its location names a variable that is not set
             path, staged = entry.location, "not staged"
         print(f"{entry.id:28} {entry.modality:14} {entry.body_region:8} {staged:10} {path}")
+    problems = catalog_problems()
+    for problem in problems.values():
+        print(f"left out: {problem}")
+    return 1 if problems else 0
 
 
 def _sources_check(args) -> int:
@@ -131,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     samples.set_defaults(func=_samples)
 
     sources = commands.add_parser("sources", help="the source catalog").add_subparsers(dest="action", required=True)
-    sources.add_parser("list", help="list catalog sources and whether they are staged").set_defaults(func=_sources_list)
+    listing = sources.add_parser("list", help="catalog sources, whether they are staged; invalid entries (exit 1)")
+    listing.set_defaults(func=_sources_list)
     check = sources.add_parser("check", help="does a staged source match its layout? (exit 1 if not)")
     check.add_argument("source_id")
     check.set_defaults(func=_sources_check)

@@ -26,6 +26,30 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
+def test_an_invalid_catalog_entry_is_one_import_error_naming_file_and_field(airflow_home, tmp_path):
+    import yaml
+
+    from medtrinity_tasks.sources.catalog import get_source
+
+    (site := tmp_path / "site").mkdir()
+    entry = get_source("synthetic_dermoscopy").model_dump()
+    (site / "site_skin.yaml").write_text(yaml.safe_dump(dict(entry, id="site_skin")))
+    (site / "site_broken.yaml").write_text(yaml.safe_dump(dict(entry, id="site_broken", modality=None)))
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in airflow_env(airflow_home).items():
+            if key.startswith("AIRFLOW"):
+                patch.setenv(key, value)
+        patch.setenv("MEDTRINITY_CATALOG_DIRS", str(site))
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+    (errors_file,) = bag.import_errors  # the other sources' DAGs are untouched
+    assert errors_file.endswith("medtrinity_catalog_errors.py")
+    assert "site_broken.yaml is invalid: modality: Input should be a valid string" in bag.import_errors[errors_file]
+    assert "medtrinity__site_skin" in bag.dag_ids and "medtrinity__site_broken" not in bag.dag_ids
+    assert set(load_catalog()) - {"site_skin"} <= {d.removeprefix("medtrinity__") for d in bag.dag_ids}
+
+
 def test_one_dag_per_catalog_source(dagbag):
     assert set(dagbag.dag_ids) == {f"medtrinity__{source_id}" for source_id in load_catalog()}
 

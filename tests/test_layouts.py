@@ -9,7 +9,7 @@ import yaml
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.pipeline import run_source
-from medtrinity_tasks.sources.catalog import get_source, load_catalog
+from medtrinity_tasks.sources.catalog import catalog_problems, get_source, load_catalog
 
 NNUNET_ENTRY = {
     "id": "site_ct_nnunet",
@@ -69,12 +69,24 @@ def test_site_catalog_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(tmp_path / "missing"))
     with pytest.raises(MedtrinityError, match="catalog directory .*missing does not exist"):
         load_catalog()
-    (tmp_path / "dup").mkdir()
+    (site := tmp_path / "site").mkdir()
     shipped = get_source("synthetic_ct_abdomen", load_settings({})).model_dump()
-    (tmp_path / "dup" / "synthetic_ct_abdomen.yaml").write_text(yaml.safe_dump(shipped))
-    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(tmp_path / "dup"))
-    with pytest.raises(MedtrinityError, match="repeats source id 'synthetic_ct_abdomen'"):
-        load_catalog()
+    (site / "synthetic_ct_abdomen.yaml").write_text(yaml.safe_dump(shipped))
+    (site / "site_ct.yaml").write_text(yaml.safe_dump(dict(shipped, id="site_ct")))
+    broken = dict(shipped, id="site_broken", labels={2: {"name": "tumour", "kind": "tumor"}})
+    (site / "site_broken.yaml").write_text(yaml.safe_dump(broken))
+    monkeypatch.setenv("MEDTRINITY_CATALOG_DIRS", str(site))
+    problems = catalog_problems()
+    assert problems[str(site / "synthetic_ct_abdomen.yaml")].endswith("repeats source id 'synthetic_ct_abdomen'")
+    assert "labels.2.kind: Input should be 'organ', 'lesion' or 'finding'" in problems[str(site / "site_broken.yaml")]
+    catalog = load_catalog()  # the broken and the repeated entries are left out, the rest stays usable
+    assert (
+        "site_ct" in catalog
+        and "site_broken" not in catalog
+        and catalog["synthetic_ct_abdomen"] == get_source("synthetic_ct_abdomen", load_settings({}))
+    )
+    with pytest.raises(MedtrinityError, match="site_broken.yaml is invalid: labels.2.kind"):
+        get_source("site_broken")
 
 
 def _check(source_id: str, env: dict):

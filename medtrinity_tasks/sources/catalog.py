@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
@@ -284,33 +284,51 @@ class SourceEntry(BaseModel):
 
 
 @lru_cache(maxsize=8)
-def _load(catalog_dirs: tuple[Path, ...]) -> dict[str, SourceEntry]:
+def _load(catalog_dirs: tuple[Path, ...]) -> tuple[dict[str, SourceEntry], dict[str, str]]:
+    """(valid entries by id, problem by YAML path): one broken entry leaves the others usable."""
     entries: dict[str, SourceEntry] = {}
+    problems: dict[str, str] = {}
     for catalog_dir in catalog_dirs:
         if not catalog_dir.is_dir():
             raise MedtrinityError(f"catalog directory {catalog_dir} does not exist (MEDTRINITY_CATALOG_DIRS)")
         for path in sorted(catalog_dir.glob("*.yaml")):
             try:
                 entry = SourceEntry.model_validate(yaml.safe_load(path.read_text()))
-            except Exception as exc:
-                raise MedtrinityError(f"catalog entry {path} is invalid: {exc}") from exc
-            if entry.id != path.stem:
-                raise MedtrinityError(f"catalog entry {path} has id {entry.id!r}; name the file {entry.id}.yaml")
-            if entry.id in entries:
-                raise MedtrinityError(f"catalog entry {path} repeats source id {entry.id!r}")
-            entries[entry.id] = entry
-    return entries
+            except ValidationError as exc:
+                fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+                problems[str(path)] = f"catalog entry {path} is invalid: {fields}"
+            except (OSError, yaml.YAMLError) as exc:
+                problems[str(path)] = f"catalog entry {path} cannot be read: {' '.join(str(exc).split())}"
+            else:
+                if entry.id != path.stem:
+                    problems[str(path)] = f"catalog entry {path} has id {entry.id!r}; name the file {entry.id}.yaml"
+                elif entry.id in entries:
+                    problems[str(path)] = f"catalog entry {path} repeats source id {entry.id!r}"
+                else:
+                    entries[entry.id] = entry
+    return entries, problems
+
+
+def _catalog_dirs(settings: Settings | None) -> tuple[Path, ...]:
+    return (CATALOG_DIR, *(settings or load_settings()).catalog_dirs)
 
 
 def load_catalog(settings: Settings | None = None) -> dict[str, SourceEntry]:
-    """The shipped entries plus those in MEDTRINITY_CATALOG_DIRS (a site's own sources)."""
-    settings = settings or load_settings()
-    return dict(_load((CATALOG_DIR, *settings.catalog_dirs)))
+    """The valid shipped entries plus those in MEDTRINITY_CATALOG_DIRS (a site's own sources)."""
+    return dict(_load(_catalog_dirs(settings))[0])
+
+
+def catalog_problems(settings: Settings | None = None) -> dict[str, str]:
+    """Why each invalid catalog file was left out, by path: the field and what is wrong with it."""
+    return dict(_load(_catalog_dirs(settings))[1])
 
 
 def get_source(source_id: str, settings: Settings | None = None) -> SourceEntry:
-    catalog = load_catalog(settings)
-    if source_id not in catalog:
-        known = ", ".join(sorted(catalog)) or "none"
-        raise SourceNotFound(f"no source {source_id!r} in the catalog (known: {known})")
-    return catalog[source_id]
+    entries, problems = _load(_catalog_dirs(settings))
+    if source_id in entries:
+        return entries[source_id]
+    for path, problem in problems.items():
+        if Path(path).stem == source_id:
+            raise MedtrinityError(problem)
+    known = ", ".join(sorted(entries)) or "none"
+    raise SourceNotFound(f"no source {source_id!r} in the catalog (known: {known})")
