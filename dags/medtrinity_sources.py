@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.monitoring import record_failure
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 DEFAULT_ARGS = {
     "owner": "medtrinity",
+    "on_failure_callback": record_failure,
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
@@ -52,7 +54,8 @@ Builds (image, ROI, description) triplets for catalog source `{entry.id}`
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
 records pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
-the source's asset.
+the source's asset. A failed task writes a failure record (task, shard, try, error class and
+message without file paths, log URL) to its log and to `sources/{entry.id}/failures/`.
 """,
     )
     def source_pipeline():

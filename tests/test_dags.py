@@ -64,6 +64,8 @@ def test_source_dag_shape(dagbag, source_id):
     assert dag.get_task("gate").downstream_task_ids == {"publish"}
     for task in dag.tasks:
         assert task.retries == (0 if task.task_id == "gate" else 2) and task.retry_exponential_backoff
+        callbacks = task.on_failure_callback
+        assert [c.__name__ for c in (callbacks if isinstance(callbacks, list) else [callbacks])] == ["record_failure"]
     assert dag.get_task("process").max_active_tis_per_dagrun == 1  # one local Ray per shard task
     assert dag.get_task("process").map_index_template == "{{ shard_id }}"
     assert [o.uri for o in dag.get_task("publish").outlets] == [f"medtrinity://sources/{source_id}"]
