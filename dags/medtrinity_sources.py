@@ -10,8 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.errors import SourceNotFound
+from medtrinity_tasks.generation import ENGINES
 from medtrinity_tasks.monitoring import record_failure
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
@@ -44,12 +47,19 @@ def build_source_dag(entry: SourceEntry):
             "limit": Param(0, type="integer", minimum=0, description="Use only the first N inputs; 0: all"),
             "shard_size": Param(0, type="integer", minimum=0, description="Inputs per shard; 0: MEDTRINITY_SHARD_SIZE"),
             "force": Param(False, type="boolean", description="Redo shards that are already finished"),
+            "engine": Param("template", enum=list(ENGINES), description="The engine that writes the descriptions"),
+            "dry_run": Param(False, type="boolean", description="List what the run would process, write nothing"),
         },
         doc_md=f"""
 ### {entry.name}
 
 Builds (image, ROI, description) triplets for catalog source `{entry.id}`
 ({entry.modality}, {entry.body_region}, licence {entry.licence}).
+
+Trigger form: *output_uri* (empty: `MEDTRINITY_OUTPUT`), *limit* (first N inputs; 0: all),
+*shard_size* (0: `MEDTRINITY_SHARD_SIZE`), *force* (redo finished shards; otherwise a re-run only
+does what is missing), *engine* (which engine writes the descriptions), *dry_run* (plan only: log
+how many inputs and shards the run would process, write nothing, skip the other tasks).
 
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
@@ -65,14 +75,24 @@ message without file paths, log URL) to its log and to `sources/{entry.id}/failu
 
             context = get_current_context()
             params = context["params"]
-            return plan_shards(
-                entry.id,
-                params["output_uri"] or None,
-                limit=params["limit"] or None,
-                shard_size=params["shard_size"] or None,
-                force=params["force"],
-                run_id=context["run_id"],
-            )
+            try:
+                shards = plan_shards(
+                    entry.id,
+                    params["output_uri"] or None,
+                    limit=params["limit"] or None,
+                    shard_size=params["shard_size"] or None,
+                    force=params["force"],
+                    run_id=context["run_id"],
+                    engine=params["engine"],
+                    dry_run=params["dry_run"],
+                )
+            except SourceNotFound as exc:  # not staged: retrying cannot help
+                raise AirflowFailException(str(exc)) from exc
+            if params["dry_run"]:  # nothing to map: process, gate and publish are skipped
+                inputs = sum(len(shard["inputs"]) for shard in shards)
+                print(f"dry run: {inputs} usable inputs in {len(shards)} shard(s) would be processed")
+                return []
+            return shards
 
         @task(map_index_template="{{ shard_id }}", max_active_tis_per_dagrun=load_settings().parallel_shards)
         def process(shard: dict) -> dict:

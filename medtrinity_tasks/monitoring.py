@@ -27,6 +27,7 @@ def failure_record(context: dict) -> dict:
     """The record of one failed task instance, from its Airflow context."""
     ti = context["ti"]
     error = context.get("exception")
+    error = getattr(error, "__cause__", None) or error  # the pipeline's error, not the wrapper that stopped retries
     shard = ti.rendered_map_index if ti.map_index is not None and ti.map_index >= 0 else None
     return {
         "source_id": ti.dag_id.removeprefix("medtrinity__"),

@@ -18,6 +18,7 @@ from pathlib import Path
 from medtrinity_tasks import PIPELINE_VERSION
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.generation import ENGINES
 from medtrinity_tasks.generation.template import TemplateDescription
 from medtrinity_tasks.preprocess.captions import CoarseCaption
 from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
@@ -61,12 +62,18 @@ LOADERS = {
 """The first stage per source layout: input files -> 2D image rows with their label slices, or rejects."""
 
 
-def build_stages(source: SourceEntry, settings: Settings) -> list[Stage]:
+DESCRIBERS = {"template": TemplateDescription}
+"""The description stage per engine name (``generation.ENGINES``)."""
+
+
+def build_stages(source: SourceEntry, settings: Settings, engine: str = "template") -> list[Stage]:
+    if engine not in DESCRIBERS:
+        raise MedtrinityError(f"unknown description engine {engine!r}; available: {', '.join(ENGINES)}")
     return [
         LOADERS[source.layout](source, settings),  # input files -> 2D images (or rejects)
         AnnotationRois(source),  # label slices -> described ROIs
         CoarseCaption(source),  # metadata -> coarse caption
-        TemplateDescription(),  # facts -> five-section description
+        DESCRIBERS[engine](),  # facts -> five-section description
     ]
 
 
@@ -78,10 +85,14 @@ def plan_shards(
     shard_size: int | None = None,
     force: bool = False,
     run_id: str | None = None,
+    engine: str = "template",
+    dry_run: bool = False,
 ) -> list[dict]:
     """List the source and cut its usable inputs into shards. Inputs the listing already rejects
     (unlisted files, stray or non-image files, broken links) are accounted for here, in the
-    ``listing`` work record, so that no shard task is spent on them."""
+    ``listing`` work record, so that no shard task is spent on them. A dry run writes nothing."""
+    if engine not in ENGINES:
+        raise MedtrinityError(f"unknown description engine {engine!r}; available: {', '.join(ENGINES)}")
     settings = load_settings()
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
@@ -91,7 +102,8 @@ def plan_shards(
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
-    store.write_json(work_key(source_id, LISTING), _listing_work(source_id, run_id, rejected))
+    if not dry_run:
+        store.write_json(work_key(source_id, LISTING), _listing_work(source_id, run_id, rejected))
     inputs = [item for item in listed if not item.get("reject_reason")]
     if not inputs:
         reasons = _top(Counter(reason_kind(r["reason"]) for r in rejected))
@@ -107,6 +119,7 @@ def plan_shards(
             "output_uri": output_uri,
             "run_id": run_id,
             "force": force,
+            "engine": engine,
         }
         if any("folders" in item for item in members):  # DICOM: the folders (by pseudonym) its inputs lie in
             shard["scope"] = sorted({folder for item in members for folder in item.get("folders", [])})
@@ -168,12 +181,13 @@ def process_shard(shard: dict) -> dict:
     relpaths = shard["inputs"]
     if not shard.get("force") and store.exists(wkey):
         prior = store.read_json(wkey)
-        if prior["inputs"] == relpaths and prior["pipeline_version"] == PIPELINE_VERSION:
+        same_work = prior["inputs"] == relpaths and prior.get("engine") == shard.get("engine", "template")
+        if same_work and prior["pipeline_version"] == PIPELINE_VERSION:
             log.info("%s %s already finished; skipping (force to redo)", source.id, shard["shard_id"])
             return _summary(prior, skipped=True)
 
     started = time.monotonic()
-    stages = build_stages(source, settings)
+    stages = build_stages(source, settings, shard.get("engine", "template"))
     # Shards name their inputs by key only (XCom and task logs never carry file lists or
     # annotations); the source is listed again here, within the shard's scope where it has one.
     listing = {item["source_relpath"]: item for item in list_inputs(source, settings, shard.get("scope"))}
@@ -209,6 +223,7 @@ def process_shard(shard: dict) -> dict:
         "shard_id": shard["shard_id"],
         "run_id": shard["run_id"],
         "pipeline_version": PIPELINE_VERSION,
+        "engine": shard.get("engine", "template"),
         "inputs": relpaths,
         "used": used,
         "rejected": [{"input": path, "reason": reason} for path, reason in sorted(rejected.items())],

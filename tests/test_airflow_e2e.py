@@ -61,3 +61,43 @@ def test_source_dag_run_writes_loadable_shards_and_a_balanced_manifest(airflow_h
     }
     assert with_roi["description"]["roi_location"].startswith(f"A {roi['label']}")
     assert Path(files[0]).parent.name == "shards"
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(airflow_home, samples_dir, tmp_path):
+    out = tmp_path / "out"
+    env = airflow_env(airflow_home, MEDTRINITY_SAMPLES_DIR=str(samples_dir), MEDTRINITY_OUTPUT=str(out))
+    done = subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", "medtrinity__synthetic_dermoscopy", "-c", '{"dry_run": true}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    finished = next(line for line in log.splitlines() if "DagRun Finished" in line)
+    assert "state=success" in finished, finished
+    assert "dry run: 12 usable inputs in 1 shard(s) would be processed" in log  # 13 files, an orphan mask rejected
+    assert "as SKIPPED since the map has 0 values to expand" in log
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))  # nothing written
+
+
+def test_an_unstaged_source_fails_at_once_with_a_failure_record(airflow_home, tmp_path):
+    out = tmp_path / "out"
+    env = airflow_env(airflow_home, MEDTRINITY_SAMPLES_DIR=str(tmp_path / "nothing"), MEDTRINITY_OUTPUT=str(out))
+    done = subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", "medtrinity__synthetic_dermoscopy"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = done.stdout + done.stderr
+    finished = next(line for line in log.splitlines() if "DagRun Finished" in line)
+    assert "state=failed" in finished, finished
+    (path,) = (out / "sources" / "synthetic_dermoscopy" / "failures").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["task_id"] == "plan" and record["try_number"] == 1  # no retries for what retrying cannot fix
+    assert record["error_class"] == "SourceNotFound"
+    assert record["message"].startswith("source synthetic_dermoscopy: directory <path> does not exist")
+    assert str(tmp_path) not in json.dumps(record)

@@ -1,5 +1,6 @@
 """DAG integrity over a DagBag, and the DAG file's promise to stay light at parse time."""
 
+import re
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_source_dag_shape(dagbag, source_id):
     assert dag.get_task("process").max_active_tis_per_dagrun == 1  # one local Ray per shard task
     assert dag.get_task("process").map_index_template == "{{ shard_id }}"
     assert [o.uri for o in dag.get_task("publish").outlets] == [f"medtrinity://sources/{source_id}"]
-    assert set(dag.params) == {"output_uri", "limit", "shard_size", "force"}
+    assert set(dag.params) == {"output_uri", "limit", "shard_size", "force", "engine", "dry_run"}
     assert dag.doc_md and entry.licence in dag.doc_md
 
 
@@ -86,3 +87,22 @@ def test_dag_file_imports_nothing_heavy():
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"limit": -1}, "-1 is less than the minimum of 0"),
+        ({"engine": "gpt"}, "'gpt' is not one of ['template']"),
+        ({"dry_run": "yes"}, "'yes' is not of type 'boolean'"),
+    ],
+)
+def test_the_trigger_form_refuses_invalid_params_with_the_reason(dagbag, change, reason):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.get_dag("medtrinity__synthetic_dermoscopy").params)
+    with pytest.raises(ParamValidationError, match=re.escape(reason)):
+        params.update(change)
+        params.validate()
