@@ -36,7 +36,7 @@ def build_source_dag(entry: SourceEntry):
     @dag(
         dag_id=f"medtrinity__{entry.id}",
         description=entry.name,
-        schedule=None,
+        schedule=entry.schedule,
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,

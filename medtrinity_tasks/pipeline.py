@@ -319,6 +319,7 @@ def publish_source(
         "licence": source.licence,
         "pipeline_version": PIPELINE_VERSION,
         "run_ids": sorted({w["run_id"] for w in works}),
+        "generator": _generator(works),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": counts,
         "quality": verdict or {},
@@ -346,6 +347,12 @@ def publish_source(
         "rejected_by_reason": manifest["rejected_by_reason"],
         "quarantined_by_reason": manifest["quarantined_by_reason"],
     }
+
+
+def _generator(works: list[dict]) -> dict:
+    """The engine and prompt version that wrote the published descriptions (one per run)."""
+    engines = sorted({w.get("engine", "template") for w in works}) or ["template"]
+    return {"engines": engines, "prompt_versions": sorted({DESCRIBERS[e].version for e in engines})}
 
 
 def _remove_stale_shards(store: Store, source_id: str, shard_ids: set[str]) -> None:

@@ -51,8 +51,11 @@ def test_an_invalid_catalog_entry_is_one_import_error_naming_file_and_field(airf
     assert set(load_catalog()) - {"site_skin"} <= {d.removeprefix("medtrinity__") for d in bag.dag_ids}
 
 
-def test_one_dag_per_catalog_source(dagbag):
-    assert set(dagbag.dag_ids) == {f"medtrinity__{source_id}" for source_id in load_catalog()}
+def test_one_dag_per_catalog_source_and_the_backfill(dagbag):
+    sources = {f"medtrinity__{source_id}" for source_id in load_catalog()}
+    assert set(dagbag.dag_ids) == sources | {"medtrinity_backfill"}
+    backfill = dagbag.get_dag("medtrinity_backfill")
+    assert set(backfill.task_ids) == {"find", "trigger"} and set(backfill.params) == {"dry_run", "output_uri"}
 
 
 @pytest.mark.parametrize("source_id", sorted(load_catalog()))
@@ -74,14 +77,15 @@ def test_source_dag_shape(dagbag, source_id):
     assert dag.doc_md and entry.licence in dag.doc_md
 
 
-def test_dag_file_imports_nothing_heavy():
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in (REPO / "dags").glob("*.py")))
+def test_dag_file_imports_nothing_heavy(dag_file):
     probe = (
         "import sys, runpy; runpy.run_path(sys.argv[1]);"
         "heavy = [m for m in ('ray', 'great_expectations', 'nibabel', 'pyarrow', 'boto3') if m in sys.modules];"
         "print(heavy)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / "medtrinity_sources.py")],
+        [sys.executable, "-c", probe, str(REPO / "dags" / dag_file)],
         capture_output=True,
         text=True,
         check=True,

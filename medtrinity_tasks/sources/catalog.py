@@ -216,6 +216,9 @@ class SourceEntry(BaseModel):
     region's preset, other modalities scale each image to its 1st-99th percentile."""
     slicing: Slicing = Slicing()
     min_pass_rate: float | None = Field(default=None, ge=0, le=1)
+    schedule: str | None = None
+    """An Airflow schedule (cron or preset such as "@weekly") for sources that grow over time; such
+    a source's DAG also takes `airflow backfill create`. Unset: runs are triggered."""
     synthetic: bool = False
 
     @model_validator(mode="after")
