@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from medtrinity_tasks.assets import source_asset
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import SourceNotFound
 from medtrinity_tasks.generation import ENGINES
@@ -26,10 +27,6 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
-
-
-def source_asset(source_id: str) -> Asset:
-    return Asset(name=f"medtrinity__{source_id}", uri=f"medtrinity://sources/{source_id}")
 
 
 def build_source_dag(entry: SourceEntry):

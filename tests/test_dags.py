@@ -53,7 +53,7 @@ def test_an_invalid_catalog_entry_is_one_import_error_naming_file_and_field(airf
 
 def test_one_dag_per_catalog_source_and_the_backfill(dagbag):
     sources = {f"medtrinity__{source_id}" for source_id in load_catalog()}
-    assert set(dagbag.dag_ids) == sources | {"medtrinity_backfill"}
+    assert set(dagbag.dag_ids) == sources | {"medtrinity_backfill", "medtrinity_dataset"}
     backfill = dagbag.get_dag("medtrinity_backfill")
     assert set(backfill.task_ids) == {"find", "trigger"} and set(backfill.params) == {"dry_run", "output_uri"}
 
