@@ -22,7 +22,7 @@ from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 DEFAULT_ARGS = {
     "owner": "medtrinity",
     "on_failure_callback": record_failure,
-    "retries": 2,
+    "retries": load_settings().task_retries,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),

@@ -49,6 +49,9 @@ class Settings:
     Required for non-synthetic DICOM sources; keep it constant so that record ids stay stable."""
     catalog_dirs: tuple[Path, ...] = ()
     """MEDTRINITY_CATALOG_DIRS: more directories of catalog YAML files (os.pathsep-separated)."""
+    task_retries: int = 2
+    """MEDTRINITY_TASK_RETRIES: retries of the Airflow tasks that may meet a passing fault (with
+    exponential backoff); the gate and an unstaged source never retry."""
     cache_dir: Path = Path("data/cache").absolute()
     """MEDTRINITY_CACHE_DIR: local mirrors of sources staged on S3 (shared storage on a Ray cluster)."""
 
@@ -72,4 +75,5 @@ def load_settings(env: dict | None = None) -> Settings:
             Path(p).absolute() for p in (env.get("MEDTRINITY_CATALOG_DIRS") or "").split(os.pathsep) if p
         ),
         cache_dir=Path(env.get("MEDTRINITY_CACHE_DIR") or "data/cache").absolute(),
+        task_retries=_number(env, "MEDTRINITY_TASK_RETRIES", 2),
     )

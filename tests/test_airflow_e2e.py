@@ -1,6 +1,7 @@
 """A source DAG run for real with `airflow dags test`, its shards loaded with Hugging Face datasets."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,42 @@ def test_an_unstaged_source_fails_at_once_with_a_failure_record(airflow_home, tm
     assert record["error_class"] == "SourceNotFound"
     assert record["message"].startswith("source synthetic_dermoscopy: directory <path> does not exist")
     assert str(tmp_path) not in json.dumps(record)
+
+
+def test_a_failed_shard_leaves_a_record_and_a_rerun_completes_only_that_shard(airflow_home, samples_dir, tmp_path):
+    out = tmp_path / "out"
+    source = out / "sources" / "synthetic_dermoscopy"
+    env = airflow_env(
+        airflow_home,
+        MEDTRINITY_SAMPLES_DIR=str(samples_dir),
+        MEDTRINITY_OUTPUT=str(out),
+        MEDTRINITY_SHARD_SIZE="3",  # 12 usable inputs: four shards
+        MEDTRINITY_RUNNER="inprocess",
+        MEDTRINITY_TASK_RETRIES="0",
+    )
+    blocker = source / "shards" / "shard-00001.parquet"  # a folder where shard 1's file must go: its write fails
+    (blocker / "in-the-way").mkdir(parents=True)
+
+    def dags_test() -> str:
+        done = subprocess.run([str(BIN / "airflow"), "dags", "test", "medtrinity__synthetic_dermoscopy"], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        log = done.stdout + done.stderr
+        return next(line for line in log.splitlines() if "DagRun Finished" in line)
+
+    assert "state=failed" in dags_test()
+    works = {shard: json.loads((source / "work" / f"{shard}.json").read_text()) for shard in ("shard-00000",
+             "shard-00002", "shard-00003")}  # fmt: skip
+    assert not (source / "work" / "shard-00001.json").exists()
+    (record_path,) = (source / "failures").rglob("process-1-try1.json")
+    record = json.loads(record_path.read_text())
+    assert record["shard_id"] == "shard-00001" and record["error_class"] == "IsADirectoryError"
+    assert str(tmp_path) not in record["message"]
+
+    shutil.rmtree(blocker)
+    assert "state=success" in dags_test()
+    for shard, work in works.items():  # finished shards were skipped, not redone
+        assert json.loads((source / "work" / f"{shard}.json").read_text()) == work, shard
+    redone = json.loads((source / "work" / "shard-00001.json").read_text())
+    assert redone["run_id"] != works["shard-00000"]["run_id"]
+    manifest = json.loads((source / "manifest.json").read_text())
+    assert manifest["counts"]["inputs"] == 13 == manifest["counts"]["used"] + manifest["counts"]["rejected"]
