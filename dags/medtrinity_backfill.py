@@ -14,6 +14,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.monitoring import record_failure
 
 
@@ -24,7 +25,11 @@ from medtrinity_tasks.monitoring import record_failure
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "medtrinity", "on_failure_callback": record_failure, "retries": 1},
+    default_args={
+        "owner": "medtrinity",
+        "on_failure_callback": record_failure,
+        "retries": load_settings().task_retries,
+    },
     tags=["medtrinity", "backfill"],
     params={
         "dry_run": Param(False, type="boolean", description="Only list the sources that need a build"),

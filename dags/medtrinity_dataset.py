@@ -12,6 +12,7 @@ from datetime import datetime
 from airflow.sdk import AssetAny, Param, dag, get_current_context, task
 
 from medtrinity_tasks.assets import DATASET_ASSET, source_asset
+from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.monitoring import record_failure
 from medtrinity_tasks.sources.catalog import load_catalog
 
@@ -23,7 +24,11 @@ from medtrinity_tasks.sources.catalog import load_catalog
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "medtrinity", "on_failure_callback": record_failure, "retries": 2},
+    default_args={
+        "owner": "medtrinity",
+        "on_failure_callback": record_failure,
+        "retries": load_settings().task_retries,
+    },
     tags=["medtrinity", "dataset"],
     params={"output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT")},
     doc_md=__doc__,
