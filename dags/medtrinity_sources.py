@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
 
 from medtrinity_tasks.assets import source_asset
@@ -61,11 +61,14 @@ how many inputs and shards the run would process, write nothing, skip the other 
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
 records pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
-the source's asset. A failed task writes a failure record (task, shard, try, error class and
-message without file paths, log URL) to its log and to `sources/{entry.id}/failures/`.
+the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
+rejects and quarantines by reason, and any unfinished shard. A failed task writes a failure
+record (task, shard, try, error class and message without file paths, log URL) to its log and to
+`sources/{entry.id}/failures/`.
 """,
     )
     def source_pipeline():
+        @setup  # plan and summary bracket the run; a failing summary never changes the run's state
         @task
         def plan() -> list[dict]:
             from medtrinity_tasks.pipeline import plan_shards
@@ -111,9 +114,28 @@ message without file paths, log URL) to its log and to `sources/{entry.id}/failu
 
             return publish_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None, verdict)
 
+        @teardown  # runs once the work is done, failed or not: it says why
+        @task(retries=0)
+        def summary(shards: list[dict]) -> dict:
+            from medtrinity_tasks.pipeline import summarise_run
+
+            if not shards:
+                print("nothing was processed (dry run)")
+                return {}
+            report = summarise_run(entry.id, [s["shard_id"] for s in shards], shards[0]["output_uri"])
+            counts = report["counts"]
+            print(f"{counts['records']} records, {counts['quarantined']} quarantined, "
+                  f"{counts['rejected']} of {counts['inputs']} inputs rejected")  # fmt: skip
+            for kind in ("rejected", "quarantined"):
+                for reason, count in report[f"{kind}_by_reason"].items():
+                    print(f"  {kind}: {count} x {reason}")
+            if report["unfinished_shards"]:
+                print(f"  unfinished shards: {', '.join(report['unfinished_shards'])}")
+            return report
+
         shards = plan()
         summaries = process.expand(shard=shards)
-        publish(gate(summaries, shards), summaries, shards)
+        publish(gate(summaries, shards), summaries, shards) >> summary(shards)
 
     return source_pipeline()
 

@@ -333,10 +333,7 @@ def publish_source(
             }
             for w in works
         ],
-        "rejected_by_reason": dict(Counter(reason_kind(r["reason"]) for w in [listing, *works] for r in w["rejected"])),
-        "quarantined_by_reason": dict(
-            Counter(reason_kind(reason) for w in works for q in w["quarantined"] for reason in q["reasons"])
-        ),
+        **_by_reason([listing, *works]),
         "rejected": [r for w in [listing, *works] for r in w["rejected"]],
         "quarantined": [q for w in works for q in w["quarantined"]],
     }
@@ -346,6 +343,31 @@ def publish_source(
         "counts": counts,
         "rejected_by_reason": manifest["rejected_by_reason"],
         "quarantined_by_reason": manifest["quarantined_by_reason"],
+    }
+
+
+def _by_reason(works: list[dict]) -> dict:
+    """Rejected inputs and quarantined records counted by reason kind, most frequent first."""
+    rejected = Counter(reason_kind(r["reason"]) for w in works for r in w["rejected"])
+    quarantined = Counter(reason_kind(reason) for w in works for q in w["quarantined"] for reason in q["reasons"])
+    return {
+        "rejected_by_reason": dict(rejected.most_common()),
+        "quarantined_by_reason": dict(quarantined.most_common()),
+    }
+
+
+def summarise_run(source_id: str, shard_ids: list[str], output_uri: str | None = None) -> dict:
+    """What a run did, from the work records written so far: counts, rejects and quarantines by
+    reason, and the shards that did not finish. Reads the store only, so it can report on a run
+    whose gate failed or whose shards did not all finish."""
+    settings = load_settings()
+    store = open_store(output_uri or settings.output_uri, settings)
+    keys = {shard_id: work_key(source_id, shard_id) for shard_id in [LISTING, *shard_ids]}
+    works = [store.read_json(key) for key in keys.values() if store.exists(key)]
+    return {
+        "counts": _totals([w["counts"] for w in works]),
+        **_by_reason(works),
+        "unfinished_shards": [shard_id for shard_id in shard_ids if not store.exists(keys[shard_id])],
     }
 
 

@@ -80,6 +80,7 @@ def test_dry_run_lists_the_plan_and_writes_nothing(airflow_home, samples_dir, tm
     assert "state=success" in finished, finished
     assert "dry run: 12 usable inputs in 1 shard(s) would be processed" in log  # 13 files, an orphan mask rejected
     assert "as SKIPPED since the map has 0 values to expand" in log
+    assert "nothing was processed (dry run)" in log
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))  # nothing written
 
 
@@ -118,13 +119,16 @@ def test_a_failed_shard_leaves_a_record_and_a_rerun_completes_only_that_shard(ai
     blocker = source / "shards" / "shard-00001.parquet"  # a folder where shard 1's file must go: its write fails
     (blocker / "in-the-way").mkdir(parents=True)
 
-    def dags_test() -> str:
+    def dags_test() -> tuple[str, str]:
         done = subprocess.run([str(BIN / "airflow"), "dags", "test", "medtrinity__synthetic_dermoscopy"], env=env,
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         log = done.stdout + done.stderr
-        return next(line for line in log.splitlines() if "DagRun Finished" in line)
+        return next(line for line in log.splitlines() if "DagRun Finished" in line), log
 
-    assert "state=failed" in dags_test()
+    finished, log = dags_test()
+    assert "state=failed" in finished
+    assert "unfinished shards: shard-00001" in log  # the summary task reports on the failed run too
+    assert "rejected: 1 x mask file without a matching image" in log
     works = {shard: json.loads((source / "work" / f"{shard}.json").read_text()) for shard in ("shard-00000",
              "shard-00002", "shard-00003")}  # fmt: skip
     assert not (source / "work" / "shard-00001.json").exists()
@@ -134,7 +138,8 @@ def test_a_failed_shard_leaves_a_record_and_a_rerun_completes_only_that_shard(ai
     assert str(tmp_path) not in record["message"]
 
     shutil.rmtree(blocker)
-    assert "state=success" in dags_test()
+    finished, log = dags_test()
+    assert "state=success" in finished and "unfinished shards" not in log
     for shard, work in works.items():  # finished shards were skipped, not redone
         assert json.loads((source / "work" / f"{shard}.json").read_text()) == work, shard
     redone = json.loads((source / "work" / "shard-00001.json").read_text())

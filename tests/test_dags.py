@@ -63,11 +63,14 @@ def test_source_dag_shape(dagbag, source_id):
     entry = load_catalog()[source_id]
     dag = dagbag.get_dag(f"medtrinity__{source_id}")
     assert {"medtrinity", "source", entry.modality, entry.body_region} <= set(dag.tags)
-    assert set(dag.task_ids) == {"plan", "process", "gate", "publish"}
-    assert dag.get_task("plan").downstream_task_ids == {"process", "gate", "publish"}
+    assert set(dag.task_ids) == {"plan", "process", "gate", "publish", "summary"}
+    assert dag.get_task("plan").downstream_task_ids == {"process", "gate", "publish", "summary"}
     assert dag.get_task("gate").downstream_task_ids == {"publish"}
+    assert dag.get_task("publish").downstream_task_ids == {"summary"}
+    assert dag.get_task("plan").is_setup and dag.get_task("summary").is_teardown  # it reports on failed runs too
+    assert dag.get_task("summary").trigger_rule == "all_done_setup_success"
     for task in dag.tasks:
-        assert task.retries == (0 if task.task_id == "gate" else 2) and task.retry_exponential_backoff
+        assert task.retries == (0 if task.task_id in ("gate", "summary") else 2) and task.retry_exponential_backoff
         callbacks = task.on_failure_callback
         assert [c.__name__ for c in (callbacks if isinstance(callbacks, list) else [callbacks])] == ["record_failure"]
     assert dag.get_task("process").max_active_tis_per_dagrun == 1  # one local Ray per shard task
