@@ -15,7 +15,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.monitoring import record_failure
+from medtrinity_tasks.monitoring import failure_callbacks
 
 
 @dag(
@@ -27,7 +27,7 @@ from medtrinity_tasks.monitoring import record_failure
     max_active_runs=1,
     default_args={
         "owner": "medtrinity",
-        "on_failure_callback": record_failure,
+        "on_failure_callback": failure_callbacks(),
         "retries": load_settings().task_retries,
     },
     tags=["medtrinity", "backfill"],

@@ -13,7 +13,7 @@ from airflow.sdk import AssetAny, Param, dag, get_current_context, task
 
 from medtrinity_tasks.assets import DATASET_ASSET, source_asset
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.monitoring import record_failure
+from medtrinity_tasks.monitoring import failure_callbacks
 from medtrinity_tasks.sources.catalog import load_catalog
 
 
@@ -26,7 +26,7 @@ from medtrinity_tasks.sources.catalog import load_catalog
     max_active_runs=1,
     default_args={
         "owner": "medtrinity",
-        "on_failure_callback": record_failure,
+        "on_failure_callback": failure_callbacks(),
         "retries": load_settings().task_retries,
     },
     tags=["medtrinity", "dataset"],

@@ -16,12 +16,12 @@ from medtrinity_tasks.assets import source_asset
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import SourceNotFound
 from medtrinity_tasks.generation import ENGINES
-from medtrinity_tasks.monitoring import record_failure
+from medtrinity_tasks.monitoring import failure_callbacks
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 DEFAULT_ARGS = {
     "owner": "medtrinity",
-    "on_failure_callback": record_failure,
+    "on_failure_callback": failure_callbacks(),
     "retries": load_settings().task_retries,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,

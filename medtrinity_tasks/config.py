@@ -49,6 +49,9 @@ class Settings:
     Required for non-synthetic DICOM sources; keep it constant so that record ids stay stable."""
     catalog_dirs: tuple[Path, ...] = ()
     """MEDTRINITY_CATALOG_DIRS: more directories of catalog YAML files (os.pathsep-separated)."""
+    notify_emails: tuple[str, ...] = ()
+    """MEDTRINITY_NOTIFY_EMAILS: comma-separated addresses mailed when a task fails, through Airflow's
+    SMTP notifier and its connection (``smtp_default``, e.g. AIRFLOW_CONN_SMTP_DEFAULT); unset: none."""
     task_retries: int = 2
     """MEDTRINITY_TASK_RETRIES: retries of the Airflow tasks that may meet a passing fault (with
     exponential backoff); the gate and an unstaged source never retry."""
@@ -76,4 +79,5 @@ def load_settings(env: dict | None = None) -> Settings:
         ),
         cache_dir=Path(env.get("MEDTRINITY_CACHE_DIR") or "data/cache").absolute(),
         task_retries=_number(env, "MEDTRINITY_TASK_RETRIES", 2),
+        notify_emails=tuple(a.strip() for a in (env.get("MEDTRINITY_NOTIFY_EMAILS") or "").split(",") if a.strip()),
     )

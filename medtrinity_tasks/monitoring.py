@@ -66,3 +66,29 @@ def record_failure(context: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - reported, never raised
         log.error("could not write the failure record (%s: %s); the task's own error is above", type(exc).__name__,
                   without_paths(str(exc)))  # fmt: skip
+
+
+NOTICE_SUBJECT = "[medtrinity] {{ ti.dag_id }}: task {{ ti.task_id }} failed (try {{ ti.try_number }})"
+NOTICE_BODY = (
+    "<p>Task <b>{{ ti.task_id }}</b>{% if ti.map_index is not none and ti.map_index >= 0 %} "
+    "({{ ti.rendered_map_index }}){% endif %} of <b>{{ ti.dag_id }}</b>, run {{ ti.run_id }}, failed "
+    'on try {{ ti.try_number }}.</p><p><a href="{{ ti.log_url }}">Log</a>. The failure record, with '
+    "the error, is under sources/&lt;source&gt;/failures/ in the output store.</p>"
+)
+"""No error text in mail: messages can name files, and a mailbox is not the place for file names."""
+
+
+def failure_callbacks() -> list:
+    """``on_failure_callback`` for every task: the failure record, and an e-mail through Airflow's
+    SMTP notifier when MEDTRINITY_NOTIFY_EMAILS is set."""
+    emails = load_settings().notify_emails
+    if not emails:
+        return [record_failure]
+    try:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    except ImportError as exc:
+        raise ImportError(
+            "MEDTRINITY_NOTIFY_EMAILS is set but the SMTP provider is missing: "
+            "pip install 'apache-airflow-providers-smtp' (or install medtrinity with the airflow extra)"
+        ) from exc
+    return [record_failure, SmtpNotifier(to=list(emails), subject=NOTICE_SUBJECT, html_content=NOTICE_BODY)]

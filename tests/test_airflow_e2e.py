@@ -146,3 +146,46 @@ def test_a_failed_shard_leaves_a_record_and_a_rerun_completes_only_that_shard(ai
     assert redone["run_id"] != works["shard-00000"]["run_id"]
     manifest = json.loads((source / "manifest.json").read_text())
     assert manifest["counts"]["inputs"] == 13 == manifest["counts"]["used"] + manifest["counts"]["rejected"]
+
+
+def test_failures_are_mailed_through_airflows_smtp_notifier_when_configured(airflow_home, tmp_path):
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Inbox:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope)
+            return "250 OK"
+
+    port = _free_port()
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        env = airflow_env(
+            airflow_home,
+            MEDTRINITY_SAMPLES_DIR=str(tmp_path / "nothing"),
+            MEDTRINITY_OUTPUT=str(tmp_path / "out"),
+            MEDTRINITY_NOTIFY_EMAILS="ops@example.org, data@example.org",
+            AIRFLOW_CONN_SMTP_DEFAULT=f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true"
+            "&from_email=medtrinity%40example.org",
+        )
+        done = subprocess.run([str(BIN / "airflow"), "dags", "test", "medtrinity__synthetic_dermoscopy"], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        controller.stop()
+    log = done.stdout + done.stderr
+    assert "state=failed" in next(line for line in log.splitlines() if "DagRun Finished" in line)
+    (mail,) = received
+    assert sorted(mail.rcpt_tos) == ["data@example.org", "ops@example.org"]
+    text = mail.content.decode(errors="replace")
+    assert "medtrinity__synthetic_dermoscopy: task plan failed (try 1)" in text
+    assert str(tmp_path) not in text  # no error text, so no file names, in mail
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -72,7 +72,7 @@ def test_source_dag_shape(dagbag, source_id):
     for task in dag.tasks:
         assert task.retries == (0 if task.task_id in ("gate", "summary") else 2) and task.retry_exponential_backoff
         callbacks = task.on_failure_callback
-        assert [c.__name__ for c in (callbacks if isinstance(callbacks, list) else [callbacks])] == ["record_failure"]
+        assert [getattr(c, "__name__", type(c).__name__) for c in callbacks] == ["record_failure"]  # no mail unless set
     assert dag.get_task("process").max_active_tis_per_dagrun == 1  # one local Ray per shard task
     assert dag.get_task("process").map_index_template == "{{ shard_id }}"
     assert [o.uri for o in dag.get_task("publish").outlets] == [f"medtrinity://sources/{source_id}"]
