@@ -35,7 +35,11 @@ demo: .airflow/airflow.db
 		$(BIN)/medtrinity show $$source; \
 		echo "output: $(MEDTRINITY_OUTPUT)/sources/$$source"; echo; \
 	done
-	@echo "load shards with datasets.load_dataset('parquet', data_files='$(MEDTRINITY_OUTPUT)/sources/<source>/shards/*.parquet')"
+	@echo "running DAG medtrinity_dataset (log: .airflow/demo-dataset.log) ..."
+	@$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity_dataset > .airflow/demo-dataset.log 2>&1 \
+		|| { tail -40 .airflow/demo-dataset.log; echo "demo run failed: see .airflow/demo-dataset.log"; exit 1; }
+	@echo "dataset manifest: $(MEDTRINITY_OUTPUT)/dataset/manifest.json; dataset card: $(MEDTRINITY_OUTPUT)/README.md"
+	@echo "load it all with datasets.load_dataset('$(MEDTRINITY_OUTPUT)')"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
