@@ -14,8 +14,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.monitoring import failure_callbacks
+from medtrinity_tasks.monitoring import task_defaults
 
 
 @dag(
@@ -25,11 +24,7 @@ from medtrinity_tasks.monitoring import failure_callbacks
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "medtrinity",
-        "on_failure_callback": failure_callbacks(),
-        "retries": load_settings().task_retries,
-    },
+    default_args=task_defaults(),
     tags=["medtrinity", "backfill"],
     params={
         "dry_run": Param(False, type="boolean", description="Only list the sources that need a build"),

@@ -12,8 +12,7 @@ from datetime import datetime
 from airflow.sdk import AssetAny, Param, dag, get_current_context, task
 
 from medtrinity_tasks.assets import DATASET_ASSET, source_asset
-from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.monitoring import failure_callbacks
+from medtrinity_tasks.monitoring import task_defaults
 from medtrinity_tasks.sources.catalog import load_catalog
 
 
@@ -24,11 +23,7 @@ from medtrinity_tasks.sources.catalog import load_catalog
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "medtrinity",
-        "on_failure_callback": failure_callbacks(),
-        "retries": load_settings().task_retries,
-    },
+    default_args=task_defaults(),
     tags=["medtrinity", "dataset"],
     params={"output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT")},
     doc_md=__doc__,

@@ -7,7 +7,7 @@ catalog is all it takes for a source to get its DAG.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
@@ -16,17 +16,8 @@ from medtrinity_tasks.assets import source_asset
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import SourceNotFound
 from medtrinity_tasks.generation import ENGINES
-from medtrinity_tasks.monitoring import failure_callbacks
+from medtrinity_tasks.monitoring import task_defaults
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
-
-DEFAULT_ARGS = {
-    "owner": "medtrinity",
-    "on_failure_callback": failure_callbacks(),
-    "retries": load_settings().task_retries,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
 
 
 def build_source_dag(entry: SourceEntry):
@@ -37,7 +28,7 @@ def build_source_dag(entry: SourceEntry):
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=task_defaults(),
         tags=["medtrinity", "source", entry.modality, entry.body_region],
         params={
             "output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT"),

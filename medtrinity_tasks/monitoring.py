@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from medtrinity_tasks.config import load_settings
 
@@ -92,3 +92,16 @@ def failure_callbacks() -> list:
             "pip install 'apache-airflow-providers-smtp' (or install medtrinity with the airflow extra)"
         ) from exc
     return [record_failure, SmtpNotifier(to=list(emails), subject=NOTICE_SUBJECT, html_content=NOTICE_BODY)]
+
+
+def task_defaults() -> dict:
+    """``default_args`` of every medtrinity DAG: the failure callbacks, and retries with exponential
+    backoff (MEDTRINITY_TASK_RETRIES) for the faults that pass."""
+    return {
+        "owner": "medtrinity",
+        "on_failure_callback": failure_callbacks(),
+        "retries": load_settings().task_retries,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
