@@ -11,7 +11,7 @@ export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-.PHONY: install demo lint test bench airflow clean
+.PHONY: install demo lint chromium test bench airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The dataset browser's test drives Debian's Chromium through Playwright (no browser download).
+# Without root or apt the test says it is skipped and why.
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y -q chromium > /dev/null 2>&1 \
+		|| (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q chromium > /dev/null 2>&1) \
+		|| echo "could not install Debian's chromium: the dataset browser test will be skipped"
+
+test: lint chromium
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
@@ -56,7 +63,8 @@ bench: $(VENV)/.installed
 airflow: .airflow/airflow.db
 	$(BIN)/medtrinity samples
 	@echo "Airflow UI: http://localhost:8080  (user admin; the password is printed on the first start and kept in .airflow/simple_auth_manager_passwords.json.generated)"
+	@echo "Dataset browser: Browse > Dataset browser in the UI, or http://localhost:8080/medtrinity/"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
 clean:
-	rm -rf data .airflow
+	rm -rf data .airflow test-artifacts

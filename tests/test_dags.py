@@ -1,5 +1,6 @@
 """DAG integrity over a DagBag, and the DAG file's promise to stay light at parse time."""
 
+import json
 import re
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 
 from medtrinity_tasks.sources.catalog import load_catalog
-from tests.conftest import REPO, airflow_env
+from tests.conftest import BIN, REPO, airflow_env
 
 pytestmark = pytest.mark.airflow
 
@@ -80,20 +81,34 @@ def test_source_dag_shape(dagbag, source_id):
     assert dag.doc_md and entry.licence in dag.doc_md
 
 
-@pytest.mark.parametrize("dag_file", sorted(p.name for p in (REPO / "dags").glob("*.py")))
-def test_dag_file_imports_nothing_heavy(dag_file):
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("dags/*.py"), *REPO.glob("plugins/*.py")])
+)
+def test_dag_and_plugin_files_import_nothing_heavy(path):
+    """Every Airflow component parses DAG files and loads plugins, task processes included."""
     probe = (
         "import sys, runpy; runpy.run_path(sys.argv[1]);"
-        "heavy = [m for m in ('ray', 'great_expectations', 'nibabel', 'pyarrow', 'boto3') if m in sys.modules];"
+        "heavy = [m for m in ('ray', 'great_expectations', 'nibabel', 'pyarrow', 'boto3', 'PIL',"
+        " 'airflow.api_fastapi.core_api.security') if m in sys.modules];"
         "print(heavy)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / dag_file)],
+        [sys.executable, "-c", probe, str(REPO / path)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_browser_plugin_registers_its_app_and_its_navigation_entry(airflow_home):
+    done = subprocess.run([str(BIN / "airflow"), "plugins", "--output", "json"], env=airflow_env(airflow_home),
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    plugin = next(p for p in json.loads(done.stdout) if p["name"] == "medtrinity_browser")
+    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == ["/medtrinity"]
+    assert [(v["name"], v["href"], v["destination"]) for v in plugin["external_views"]] == [
+        ("Dataset browser", "medtrinity/", "nav")
+    ]
 
 
 @pytest.mark.parametrize(
