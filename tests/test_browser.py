@@ -129,13 +129,15 @@ def test_quarantined_records_show_their_reasons(client, published):
     "path",
     [
         "/sources/no_such_source",
+        "/sources/%2E%2E",  # "..": <out>/manifest.json is no source's
         "/sources/synthetic_ct_abdomen",  # catalogued, never built
         "/sources/synthetic_dermoscopy/shards/shard-99999/0.png",
         "/sources/synthetic_dermoscopy/shards/shard-00000/not-a-record.png",
         "/sources/synthetic_dermoscopy/shards/..%2F..%2Fmanifest/x.png",
     ],
 )
-def test_unknown_sources_shards_and_records_are_not_found(client, path):
+def test_unknown_sources_shards_and_records_are_not_found(client, published, path):
+    published.write_bytes("manifest.json", published.read_bytes("sources/synthetic_dermoscopy/manifest.json"))
     assert client.get(path).status_code == 404
 
 

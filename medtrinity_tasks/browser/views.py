@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 from medtrinity_tasks.backfill import build_status
+from medtrinity_tasks.sources.catalog import load_catalog
 from medtrinity_tasks.storage import Store
 from medtrinity_tasks.storage.shards import manifest_key, quarantine_key, shard_key, source_prefix
 
@@ -63,6 +64,8 @@ def recent_failures(store: Store, source_ids: list[str], limit: int = FAILURES_S
 
 
 def read_manifest(store: Store, source_id: str, missing_ok: bool = False) -> dict | None:
+    if source_id not in load_catalog():
+        raise NotFound(f"no source {source_id} in the catalog")
     key = manifest_key(source_id)
     if not store.exists(key):
         if missing_ok:
