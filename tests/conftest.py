@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,3 +57,15 @@ def airflow_env(home: Path, **extra: str) -> dict:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         **extra,
     }
+
+
+@contextlib.contextmanager
+def airflow_in_process(home: Path):
+    """Airflow's environment for Airflow imported in this test process, yielding the patch for more.
+    Airflow keeps the home it first sees, so every in-process use points at the session's migrated
+    home, whichever test imports Airflow first."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in airflow_env(home).items():
+            if key.startswith("AIRFLOW"):
+                patch.setenv(key, value)
+        yield patch

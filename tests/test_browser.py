@@ -14,6 +14,7 @@ from medtrinity_tasks.browser.overlay import MASK_ALPHA, draw_rois, roi_colour
 from medtrinity_tasks.monitoring import failure_key
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.storage import LocalStore
+from tests.conftest import airflow_in_process
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -55,12 +56,13 @@ def published(settings_env, monkeypatch):
 
 
 @pytest.fixture
-def client(published):
+def client(published, airflow_home):
     from fastapi.testclient import TestClient
 
     from medtrinity_tasks.browser.app import create_app
 
-    app = create_app()
+    with airflow_in_process(airflow_home):  # the app imports Airflow's API security
+        app = create_app()
     app.dependency_overrides[app.router.dependencies[0].dependency] = lambda: None  # Airflow's login
     return TestClient(app)
 
@@ -141,11 +143,12 @@ def test_unknown_sources_shards_and_records_are_not_found(client, published, pat
     assert client.get(path).status_code == 404
 
 
-def test_without_a_token_nothing_is_served(published):
+def test_without_a_token_nothing_is_served(published, airflow_home):
     from fastapi.testclient import TestClient
 
     from medtrinity_tasks.browser.app import create_app
 
-    client = TestClient(create_app())
+    with airflow_in_process(airflow_home):
+        client = TestClient(create_app())
     assert client.get("/", headers={"accept": "application/json"}).status_code == 401
     assert client.get("/sources/synthetic_dermoscopy/shards/shard-00000/x.png").status_code == 401

@@ -8,17 +8,14 @@ import sys
 import pytest
 
 from medtrinity_tasks.sources.catalog import load_catalog
-from tests.conftest import BIN, REPO, airflow_env
+from tests.conftest import BIN, REPO, airflow_env, airflow_in_process
 
 pytestmark = pytest.mark.airflow
 
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_home):
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in airflow_env(airflow_home).items():
-            if key.startswith("AIRFLOW"):
-                patch.setenv(key, value)
+    with airflow_in_process(airflow_home):
         from airflow.dag_processing.dagbag import DagBag
 
         yield DagBag(dag_folder=str(REPO / "dags"))
@@ -37,10 +34,7 @@ def test_an_invalid_catalog_entry_is_one_import_error_naming_file_and_field(airf
     entry = get_source("synthetic_dermoscopy").model_dump()
     (site / "site_skin.yaml").write_text(yaml.safe_dump(dict(entry, id="site_skin")))
     (site / "site_broken.yaml").write_text(yaml.safe_dump(dict(entry, id="site_broken", modality=None)))
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in airflow_env(airflow_home).items():
-            if key.startswith("AIRFLOW"):
-                patch.setenv(key, value)
+    with airflow_in_process(airflow_home) as patch:
         patch.setenv("MEDTRINITY_CATALOG_DIRS", str(site))
         from airflow.dag_processing.dagbag import DagBag
 

@@ -9,7 +9,7 @@ import yaml
 from medtrinity_tasks.dataset import build_dataset
 from medtrinity_tasks.pipeline import run_source
 from medtrinity_tasks.storage import LocalStore
-from tests.conftest import BIN, airflow_env
+from tests.conftest import BIN, airflow_env, airflow_in_process
 
 
 def test_dataset_manifest_and_card_cover_every_published_source(settings_env, monkeypatch, tmp_path):
@@ -40,14 +40,11 @@ def test_dataset_manifest_and_card_cover_every_published_source(settings_env, mo
 
 
 @pytest.mark.airflow
-def test_dataset_dag_is_scheduled_on_every_source_asset_and_builds(airflow_home, samples_dir, tmp_path, monkeypatch):
+def test_dataset_dag_is_scheduled_on_every_source_asset_and_builds(airflow_home, samples_dir, tmp_path):
     from medtrinity_tasks.sources.catalog import load_catalog
     from tests.conftest import REPO
 
-    with monkeypatch.context() as patch:
-        for key, value in airflow_env(airflow_home).items():
-            if key.startswith("AIRFLOW"):
-                patch.setenv(key, value)
+    with airflow_in_process(airflow_home):
         from airflow.dag_processing.dagbag import DagBag
 
         dag = DagBag(dag_folder=str(REPO / "dags")).dags["medtrinity_dataset"]
