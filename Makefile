@@ -16,7 +16,7 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRF
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[airflow,test,dev]'
+	$(BIN)/pip install --quiet -e '.[airflow,experts,test,dev]'
 	touch $@
 
 install: $(VENV)/.installed
