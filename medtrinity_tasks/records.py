@@ -24,8 +24,14 @@ ROI = pa.struct(
         ("area_fraction", pa.float64()),  # ROI pixels / image pixels
         ("centroid_xy", pa.list_(pa.float64())),
         ("location", pa.string()),  # words, in patient terms
-        ("texture", pa.string()),  # words: intensity against surroundings, homogeneity
-        ("origin", pa.string()),  # "annotation" or the expert model's name and version
+        ("image_location", pa.string()),  # words, on the image grid
+        ("organ_location", pa.string()),  # words, relative to an organ mask (which lung, which zone), if any
+        ("size", pa.string()),  # words: two perpendicular diameters, in mm where the spacing is known
+        ("size_mm", pa.list_(pa.float64())),  # [major, minor] diameters in mm, or null
+        ("shape", pa.string()),  # round, oval, elongated, irregular
+        ("margin", pa.string()),  # well- or ill-defined
+        ("texture", pa.string()),  # words: intensity against surroundings (HU on CT), homogeneity
+        ("origin", pa.string()),  # "annotation", or "expert <name> <version>"
     ]
 )
 

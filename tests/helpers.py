@@ -34,6 +34,12 @@ def make_record(slice_index: int = 5, **overrides) -> dict:
                 "area_fraction": 0.04,
                 "centroid_xy": [20.0, 17.0],
                 "location": "right anterior abdomen, within the liver",
+                "image_location": "upper left part of the image",
+                "organ_location": None,
+                "size": "about 14 x 8 mm",
+                "size_mm": [14.0, 8.0],
+                "shape": "oval",
+                "margin": "well-defined margin",
                 "texture": "hypodense relative to the surrounding tissue, homogeneous",
                 "origin": "annotation",
             }

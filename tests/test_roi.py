@@ -19,6 +19,7 @@ def slice_row(labels: np.ndarray, pixels: np.ndarray) -> dict:
         "width": width,
         "height": height,
         "patient_orientation": ["L", "P"],
+        "spacing_mm": [0.75, 0.75, 5.0],
         "image": {"bytes": encode_png(pixels), "path": "x.png"},
         "label_slice": labels.astype("<u2").tobytes(),
     }
@@ -52,7 +53,12 @@ def test_each_lesion_component_becomes_one_described_roi(described):
     assert np.array_equal(rle.decode(tumour["mask_rle"]), expected)
     assert tumour["location"] == "right anterior abdomen, within the liver"
     assert cyst["location"] == "left posterior abdomen, within the kidney"
-    assert tumour["texture"] == "hypodense relative to the surrounding tissue, homogeneous"
+    # grey 40 in grey 100 under the soft-tissue window (-160..240 HU)
+    assert tumour["texture"] == "hypodense relative to the surrounding tissue (about -97 HU against -3 HU), homogeneous"
+    assert tumour["size"] == "about 10 x 8.6 mm" and tumour["size_mm"] == [10.4, 8.6]
+    assert (tumour["shape"], tumour["margin"]) == ("oval", "well-defined margin")
+    assert tumour["image_location"] == "upper left part of the image"
+    assert tumour["organ_location"] is None  # no organ context on abdominal CT
     assert all(roi["origin"] == "annotation" for roi in row["rois"])
     assert row["rois"][0]["label"] == "liver tumour"  # largest first
     assert row["organ"] == "liver"

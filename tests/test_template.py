@@ -11,13 +11,14 @@ def test_five_non_empty_sections_grounded_in_the_facts():
     assert "computed tomography" in sections["modality"]
     assert "patient's left is on the image right" in sections["modality"]
     assert "kidney and liver" in sections["organ_tissue"]
-    # 20 px x 0.7 mm = 14 mm wide, 10 px x 0.8 mm = 8 mm high
     assert (
-        "liver tumour of about 14 x 8 mm lies in the right anterior abdomen, within the liver"
+        "liver tumour measuring about 14 x 8 mm lies in the right anterior abdomen, within the liver"
         in sections["roi_location"]
     )
     assert "4.0% of the image" in sections["roi_location"]
-    assert "hypodense" in sections["roi_texture"]
+    assert sections["roi_texture"] == (
+        "The liver tumour is oval with a well-defined margin; hypodense relative to the surrounding tissue, homogeneous."
+    )
     assert "within the liver" in sections["region_relationship"]
     assert "annotated liver tumour" in sections["region_relationship"]
     assert record["generator"] == {"engine": "template", "model": "none", "prompt_version": PROMPT_VERSION}
@@ -33,6 +34,11 @@ def test_slice_without_roi_still_has_every_section():
     record = make_record(rois=[], diseases=[], organ="abdomen")
     assert all(record["description"][name] for name in DESCRIPTION_SECTIONS)
     assert "No region of interest" in record["description"]["roi_location"]
+
+
+def test_organ_relative_words_join_the_location():
+    roi = dict(make_record()["rois"][0], location="right posterior chest", organ_location="right lung, peripheral")
+    assert "right posterior chest (right lung, peripheral)" in describe(make_record(rois=[roi]))["roi_location"]
 
 
 def test_a_laterality_change_changes_the_text():

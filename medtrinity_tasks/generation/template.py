@@ -23,12 +23,17 @@ SECTION_TITLES = {
 MAX_ROIS_NAMED = 3
 
 
-def _roi_size(roi: dict, spacing_mm: list[float] | None) -> str:
-    x0, y0, x1, y1 = roi["bbox_xyxy"]
-    if not spacing_mm:  # photographs and most 2D sources carry no pixel spacing
-        return f"{x1 - x0:.0f} x {y1 - y0:.0f} pixels"
-    row_mm, col_mm = spacing_mm[0], spacing_mm[1]
-    return f"{(x1 - x0) * col_mm:.0f} x {(y1 - y0) * row_mm:.0f} mm"
+def _place(roi: dict) -> str:
+    return roi["location"] + (f" ({roi['organ_location']})" if roi.get("organ_location") else "")
+
+
+def _appearance(roi: dict) -> str:
+    """E.g. 'The liver tumour is round with a well-defined margin; hypodense relative to ...'."""
+    shape, margin = roi.get("shape"), roi.get("margin")
+    words = shape if shape and not shape.startswith("too small") else ""
+    if margin and "not assessable" not in margin:
+        words += f"{' ' if words else ''}with a {margin}"
+    return f"The {roi['label']} is {words + '; ' if words else ''}{roi['texture']}."
 
 
 def describe(record: dict) -> dict[str, str]:
@@ -56,11 +61,11 @@ def describe(record: dict) -> dict[str, str]:
         )
     else:
         sections["roi_location"] = " ".join(
-            f"A {roi['label']} of about {_roi_size(roi, spacing)} lies in the {roi['location']}, "
+            f"A {roi['label']} measuring {roi['size']} lies in the {_place(roi)}, "
             f"covering {100 * roi['area_fraction']:.1f}% of the image."
             for roi in rois
         ) + (f" {more} further region(s) are annotated." if more > 0 else "")
-        sections["roi_texture"] = " ".join(f"The {roi['label']} is {roi['texture']}." for roi in rois)
+        sections["roi_texture"] = " ".join(_appearance(roi) for roi in rois)
         neighbours = [a for a in anatomy if a != record["organ"]]
         sections["region_relationship"] = (
             f"The largest region lies within the {record['organ']}"

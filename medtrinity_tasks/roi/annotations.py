@@ -6,9 +6,8 @@ import numpy as np
 from scipy import ndimage
 
 from medtrinity_tasks.preprocess.images import decode_png
-from medtrinity_tasks.roi import rle
-from medtrinity_tasks.roi.descriptors import RING_PIXELS, describe_texture, surrounding_ring
-from medtrinity_tasks.roi.location import describe_location
+from medtrinity_tasks.roi.descriptors import RING_PIXELS, surrounding_ring
+from medtrinity_tasks.roi.regions import describe_region, organ_context
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
@@ -40,6 +39,7 @@ class AnnotationRois(Stage):
         organ_values = {v: label.name for v, label in self.source.labels.items() if label.kind == "organ"}
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
+        organs = organ_context(self.source, pixels, row.get("patient_orientation"))
         rois = []
         for value in sorted(present):
             if value not in self.roi_values:
@@ -49,9 +49,9 @@ class AnnotationRois(Stage):
             for index in range(1, count + 1):
                 mask = components == index
                 if mask.sum() >= MIN_ROI_PIXELS:
-                    rois.append(self.roi(row, label, mask, labels, pixels, organ_values))
+                    rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs))
         for box in row.get("annotation_boxes") or []:
-            rois.append(self.box_roi(row, self.source.label_named(box["label"]), box["bbox_xyxy"], labels, pixels))
+            rois.append(self.box_roi(row, self.source.label_named(box["label"]), box["bbox_xyxy"], pixels, organs))
         rois.sort(key=lambda roi: -roi["area_fraction"])
         organ = next((roi["organ"] for roi in rois), self.source.body_region)
         named = [roi["label"] for roi in rois] + (row.get("image_labels") or [])
@@ -66,35 +66,18 @@ class AnnotationRois(Stage):
     def disease_of(self, label_name: str) -> str | None:
         return self.source.label_named(label_name).disease
 
-    def box_roi(self, row: dict, label, box: list[float], labels: np.ndarray, pixels: np.ndarray) -> dict:
+    def box_roi(self, row: dict, label, box: list[float], pixels: np.ndarray, organs) -> dict:
         """A boxed finding: its mask is the box (clipped to the image), its place the box's centre.
         A box outside the image keeps its coordinates, so the gate quarantines it with the reason."""
-        height, width = labels.shape
         x0, y0, x1, y1 = box
-        mask = np.zeros_like(labels, dtype=bool)
+        mask = np.zeros(pixels.shape[:2], dtype=bool)
         mask[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
-        centroid = ((x0 + x1) / 2, (y0 + y1) / 2)
-        organ = label.organ or self.source.body_region
-        texture = "not measurable: the box lies outside the image"
-        if mask.any():
-            texture = describe_texture(pixels, mask, surrounding_ring(mask), self.source.modality, self.source.colour)
-        return {
-            "label": label.name,
-            "bbox_xyxy": [float(v) for v in box],
-            "mask_rle": rle.encode(mask),
-            "area_fraction": float(mask.sum()) / mask.size,
-            "centroid_xy": list(centroid),
-            "location": describe_location(
-                centroid, width, height, row.get("patient_orientation"), self.source.body_region, label.organ
-            ),
-            "texture": texture,
-            "origin": "annotation",
-            "organ": organ,
-        }
+        roi = describe_region(self.source, row, pixels, mask, label.name, label.organ, "annotation", organs, box)
+        return dict(roi, organ=label.organ or self.source.body_region)
 
-    def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values) -> dict:
+    def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values, organs):
+        """A labelled component; a lesion's organ is the organ label that surrounds it most."""
         ys, xs = np.nonzero(mask)
-        # the ring around the region lies within RING_PIXELS of its box: work on that window only
         window = np.s_[
             max(ys.min() - RING_PIXELS, 0) : ys.max() + RING_PIXELS + 1,
             max(xs.min() - RING_PIXELS, 0) : xs.max() + RING_PIXELS + 1,
@@ -105,17 +88,4 @@ class AnnotationRois(Stage):
             organ = label.name
         else:
             organ = max(set(around), key=around.count) if around else label.organ
-        centroid = (float(xs.mean()), float(ys.mean()))
-        return {
-            "label": label.name,
-            "bbox_xyxy": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
-            "mask_rle": rle.encode(mask),
-            "area_fraction": float(mask.sum()) / mask.size,
-            "centroid_xy": list(centroid),
-            "location": describe_location(
-                centroid, row["width"], row["height"], row.get("patient_orientation"), self.source.body_region, organ
-            ),
-            "texture": describe_texture(pixels[window], mask[window], ring, self.source.modality, self.source.colour),
-            "origin": "annotation",
-            "organ": organ,
-        }
+        return describe_region(self.source, row, pixels, mask, label.name, organ, "annotation", organs)

@@ -35,7 +35,7 @@ def describe_location(
     endoscopy) the words are the image's own, e.g. 'upper left part of the image'."""
     x, y = centroid_xy
     if not patient_orientation:
-        return _image_location((x + 0.5) / width, (y + 0.5) / height)
+        return image_location(centroid_xy, width, height)
     col_dir, row_dir = patient_orientation
     parts = []
     for fraction, direction in (((x + 0.5) / width, col_dir), ((y + 0.5) / height, row_dir)):
@@ -49,7 +49,10 @@ def describe_location(
     return f"{place}, within the {organ}" if organ else place
 
 
-def _image_location(fx: float, fy: float) -> str:
+def image_location(centroid_xy: tuple[float, float], width: int, height: int) -> str:
+    """Where the region is on the image grid, whatever the patient orientation: e.g. 'upper left
+    part of the image' (a reviewer's words for finding it on screen)."""
+    fx, fy = (centroid_xy[0] + 0.5) / width, (centroid_xy[1] + 0.5) / height
     low, high = CENTRAL_BAND
     vertical = "upper" if fy < low else "lower" if fy > high else None
     horizontal = "left" if fx < low else "right" if fx > high else None

@@ -1,0 +1,103 @@
+"""One ROI, whatever found it (a source's annotation or an expert model), described the same way:
+box, RLE mask, area fraction, centroid; where it is on the image grid, in patient terms and, where an
+organ mask exists, relative to the organ; its size (mm where the spacing is known), shape, margin,
+and intensity against the surrounding tissue (HU on CT)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medtrinity_tasks.roi import rle
+from medtrinity_tasks.roi.descriptors import (
+    RING_PIXELS,
+    describe_margin,
+    describe_shape,
+    describe_size,
+    describe_texture,
+    surrounding_ring,
+)
+from medtrinity_tasks.roi.location import describe_location, image_location
+from medtrinity_tasks.sources.catalog import SourceEntry
+
+LUNG_REGIONS = {"chest", "thorax", "lung"}
+BRAIN_REGIONS = {"head", "brain"}
+
+
+def hu_window(source: SourceEntry) -> tuple[float, float] | None:
+    """The HU range the source's CT images were windowed to (0 and 255 in the 8-bit image)."""
+    window = source.display_window() if source.modality == "CT" else None
+    return (window.center - window.width / 2, window.center + window.width / 2) if window else None
+
+
+def organ_context(source: SourceEntry, pixels: np.ndarray, orientation: list[str] | None) -> dict[str, np.ndarray]:
+    """Organ masks from the classical experts, where the modality and region have one: lung fields
+    on chest CT (from the HU the window kept), the brain on head MR. Empty elsewhere."""
+    from medtrinity_tasks.roi import organs
+    from medtrinity_tasks.roi.descriptors import to_hu
+
+    if pixels.ndim != 2:
+        return {}
+    window = hu_window(source)
+    if window and source.body_region in LUNG_REGIONS and orientation:
+        return organs.lung_fields_ct(to_hu(pixels, window), orientation)
+    if source.modality == "MR" and source.body_region in BRAIN_REGIONS:
+        mask = organs.brain_mask_mr(pixels)
+        return {"brain": mask} if mask.any() else {}
+    return {}
+
+
+def describe_region(
+    source: SourceEntry,
+    row: dict,
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    label: str,
+    organ: str | None,
+    origin: str,
+    organs: dict[str, np.ndarray] | None = None,
+    bbox_xyxy: list[float] | None = None,
+) -> dict:
+    """The ROI dict of the record schema (plus ``organ`` for the caller). ``bbox_xyxy`` overrides the
+    mask's box: a source's box may lie partly outside its image, and keeps its coordinates so the
+    gate can quarantine it."""
+    from medtrinity_tasks.roi.organs import organ_relative_location
+
+    height, width = mask.shape
+    orientation = row.get("patient_orientation")
+    ys, xs = np.nonzero(mask)
+    if bbox_xyxy is None:
+        bbox_xyxy = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    x0, y0, x1, y1 = bbox_xyxy
+    centroid = (float(xs.mean()), float(ys.mean())) if xs.size else ((x0 + x1) / 2, (y0 + y1) / 2)
+    roi = {
+        "label": label,
+        "bbox_xyxy": [float(v) for v in bbox_xyxy],
+        "mask_rle": rle.encode(mask),
+        "area_fraction": float(mask.sum()) / mask.size,
+        "centroid_xy": list(centroid),
+        "location": describe_location(centroid, width, height, orientation, source.body_region, organ),
+        "image_location": image_location(centroid, width, height),
+        "organ_location": organ_relative_location(mask, organs, orientation) if organs and xs.size else None,
+        "origin": origin,
+        "organ": organ,
+    }
+    if not xs.size:
+        not_measurable = "not measurable: the box lies outside the image"
+        return dict(roi, texture=not_measurable, size=not_measurable, size_mm=None, shape=None, margin=None)
+    # the ring around the region lies within RING_PIXELS of its box: work on that window only
+    window = np.s_[
+        max(ys.min() - RING_PIXELS, 0) : ys.max() + RING_PIXELS + 1,
+        max(xs.min() - RING_PIXELS, 0) : xs.max() + RING_PIXELS + 1,
+    ]
+    local, grey = mask[window], pixels[window]
+    size, size_mm = describe_size(local, row.get("spacing_mm"))
+    return dict(
+        roi,
+        texture=describe_texture(
+            grey, local, surrounding_ring(local), source.modality, source.colour, hu_window=hu_window(source)
+        ),
+        size=size,
+        size_mm=size_mm,
+        shape=describe_shape(local, row.get("spacing_mm")),
+        margin=describe_margin(grey, local),
+    )
