@@ -17,10 +17,16 @@ from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import SourceNotFound
 from medtrinity_tasks.generation import ENGINES
 from medtrinity_tasks.monitoring import task_defaults
+from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 
 def build_source_dag(entry: SourceEntry):
+    settings = load_settings()
+    expert = expert_for(entry, settings)
+    # shard tasks that run a GPU expert each take a slot of the GPU pool, sized to the GPUs there are
+    pool = settings.gpu_pool if expert and settings.expert_gpus > 0 else "default_pool"
+
     @dag(
         dag_id=f"medtrinity__{entry.id}",
         description=entry.name,
@@ -50,6 +56,7 @@ does what is missing), *engine* (which engine writes the descriptions), *dry_run
 how many inputs and shards the run would process, write nothing, skip the other tasks).
 
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
+(ROI expert: {expert.name + " on images without annotations" if expert else "none"}; pool `{pool}`)
 and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
 records pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
 the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
@@ -85,7 +92,7 @@ record (task, shard, try, error class and message without file paths, log URL) t
                 return []
             return shards
 
-        @task(map_index_template="{{ shard_id }}", max_active_tis_per_dagrun=load_settings().parallel_shards)
+        @task(map_index_template="{{ shard_id }}", max_active_tis_per_dagrun=settings.parallel_shards, pool=pool)
         def process(shard: dict) -> dict:
             from medtrinity_tasks.pipeline import process_shard
 

@@ -103,6 +103,14 @@ def _print_result(source_id: str, result: dict) -> None:
             print(f"  {title}: {count} x {reason}")
 
 
+def _experts_train_sample(args) -> None:
+    from medtrinity_tasks.roi.training import SAMPLE_EXPERT, train_sample_expert
+
+    out = Path(args.out) if args.out else load_settings().models_dir / SAMPLE_EXPERT
+    train_sample_expert(out, steps=args.steps, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"MONAI bundle written to {out}")
+
+
 def _show(args) -> None:
     from medtrinity_tasks.storage import open_store
     from medtrinity_tasks.storage.shards import manifest_key
@@ -156,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
     run.add_argument("--force", action="store_true", help="redo shards that are already finished")
     run.set_defaults(func=_run)
+
+    experts = commands.add_parser("experts", help="ROI expert models").add_subparsers(dest="action", required=True)
+    train = experts.add_parser(
+        "train-sample", help="train the sample expert on the synthetic CT source and save it as a MONAI bundle"
+    )
+    train.add_argument("--out", help="bundle directory (default: MEDTRINITY_MODELS_DIR/synthetic_ct_lesions)")
+    train.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
+    train.set_defaults(func=_experts_train_sample)
 
     show = commands.add_parser("show", help="summarise a source's published manifest")
     show.add_argument("source_id")

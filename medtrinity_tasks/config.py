@@ -57,6 +57,21 @@ class Settings:
     exponential backoff); the gate and an unstaged source never retry."""
     cache_dir: Path = Path("data/cache").absolute()
     """MEDTRINITY_CACHE_DIR: local mirrors of sources staged on S3 (shared storage on a Ray cluster)."""
+    models_dir: Path = Path(__file__).parent / "roi" / "bundles"
+    """MEDTRINITY_MODELS_DIR: where experts' MONAI bundles are (default: the sample expert shipped here)."""
+    experts_file: Path | None = None
+    """MEDTRINITY_EXPERTS: a YAML expert registry replacing the shipped one (roi/experts.yaml)."""
+    expert_gpus: float = 0.0
+    """MEDTRINITY_EXPERT_GPUS: GPUs per expert actor; above 0, shard tasks also take a slot of the
+    Airflow pool MEDTRINITY_GPU_POOL."""
+    expert_actors: int = 1
+    """MEDTRINITY_EXPERT_ACTORS: the largest expert actor pool per shard (each actor loads the model once)."""
+    expert_batch_size: int = 8
+    """MEDTRINITY_EXPERT_BATCH_SIZE: images per expert forward pass."""
+    unannotated_slices: int = 8
+    """MEDTRINITY_UNANNOTATED_SLICES: slices kept per volume that came without annotations, for an expert."""
+    gpu_pool: str = "medtrinity_gpu"
+    """MEDTRINITY_GPU_POOL: the Airflow pool that bounds shard tasks running GPU experts at once."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -80,4 +95,13 @@ def load_settings(env: dict | None = None) -> Settings:
         cache_dir=Path(env.get("MEDTRINITY_CACHE_DIR") or "data/cache").absolute(),
         task_retries=_number(env, "MEDTRINITY_TASK_RETRIES", 2),
         notify_emails=tuple(a.strip() for a in (env.get("MEDTRINITY_NOTIFY_EMAILS") or "").split(",") if a.strip()),
+        models_dir=Path(env["MEDTRINITY_MODELS_DIR"]).absolute()
+        if env.get("MEDTRINITY_MODELS_DIR")
+        else Settings.models_dir,
+        experts_file=Path(env["MEDTRINITY_EXPERTS"]).absolute() if env.get("MEDTRINITY_EXPERTS") else None,
+        expert_gpus=_number(env, "MEDTRINITY_EXPERT_GPUS", 0.0, kind=float),
+        expert_actors=_number(env, "MEDTRINITY_EXPERT_ACTORS", 1),
+        expert_batch_size=_number(env, "MEDTRINITY_EXPERT_BATCH_SIZE", 8),
+        unannotated_slices=_number(env, "MEDTRINITY_UNANNOTATED_SLICES", 8),
+        gpu_pool=env.get("MEDTRINITY_GPU_POOL") or "medtrinity_gpu",
     )

@@ -13,5 +13,9 @@ class StoreUnavailable(MedtrinityError):
     pass
 
 
+class ExpertUnavailable(MedtrinityError):
+    """An expert's model is missing or broken: says which directory and what belongs there."""
+
+
 class InputRejected(Exception):
     """Raised by a reader for one input file; the pipeline records it as a reject with this reason."""

@@ -25,6 +25,8 @@ from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.roi.annotations import AnnotationRois
+from medtrinity_tasks.roi.experts import ExpertRois
+from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.stages import Stage, run_inprocess
@@ -69,9 +71,11 @@ DESCRIBERS = {"template": TemplateDescription}
 def build_stages(source: SourceEntry, settings: Settings, engine: str = "template") -> list[Stage]:
     if engine not in DESCRIBERS:
         raise MedtrinityError(f"unknown description engine {engine!r}; available: {', '.join(ENGINES)}")
+    expert = expert_for(source, settings)
     return [
         LOADERS[source.layout](source, settings),  # input files -> 2D images (or rejects)
         AnnotationRois(source),  # label slices -> described ROIs
+        *([ExpertRois(source, expert, settings)] if expert else []),  # images without annotations -> ROIs
         CoarseCaption(source),  # metadata -> coarse caption
         DESCRIBERS[engine](),  # facts -> five-section description
     ]

@@ -43,9 +43,11 @@ class DicomSeriesSlicer(VolumeSlicer):
         found = known_series(
             [self.root / p for p in row["member_files"]], [self.root / p for p in row["annotation_files"] or []]
         )
+        image = read_series(found) if (found.segs or found.rtstructs or self.unannotated_slices) else None
+        if image is None:
+            raise InputRejected("series has no SEG or RTSTRUCT annotation and no expert covers its modality and region")
         if not (found.segs or found.rtstructs):
-            raise InputRejected("series has no SEG or RTSTRUCT annotation")
-        image = read_series(found)
+            return image, self.unannotated(image.data.shape)
         labels = np.zeros(image.data.shape, dtype=np.uint16)
         for path in found.segs:
             seg = read_seg_labels(path, found, image)

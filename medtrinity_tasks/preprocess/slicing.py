@@ -8,6 +8,7 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
+from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers import Volume, read_nifti
 from medtrinity_tasks.stages.base import InputStage
@@ -63,13 +64,21 @@ class VolumeSlicer(InputStage):
             source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
         )
         self.roi_values = source.roi_values()
+        self.unannotated_slices = settings.unannotated_slices if expert_for(source, settings) else 0
+        """Slices kept of a volume without annotations, for the source's expert; 0 (no expert) rejects it."""
+
+    def unannotated(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An empty label volume for an input without annotations, when an expert will label it."""
+        if not self.unannotated_slices:
+            raise InputRejected("no annotation comes with this image and no expert covers its modality and region")
+        return np.zeros(shape[:3], dtype=np.uint16)
 
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
         A 4D image holds channels (MR sequences) over one label volume."""
         image = read_nifti(self.root / row["source_relpath"], channels=True)
         if not row.get("label_relpath"):
-            raise InputRejected("no label file is listed for this image")
+            return image, self.unannotated(image.data.shape)
         labels = read_nifti(self.root / row["label_relpath"], labels=True)
         if labels.data.shape != image.data.shape[:3]:
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
@@ -87,7 +96,8 @@ class VolumeSlicer(InputStage):
     def rows_for(self, row: dict) -> list[dict]:
         image, labels = self.read(row)
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}  # np.unique sorts: slower
-        if not present:
+        annotated = bool(row.get("label_relpath") or row.get("annotation_files"))
+        if annotated and not present:
             raise InputRejected("label map is empty: no annotated structure to describe")
         unknown = sorted(present - set(self.source.labels))
         if unknown:
@@ -95,7 +105,8 @@ class VolumeSlicer(InputStage):
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
         channels = self.channels(row, image)
-        chosen = choose_slices(labels, self.roi_values, channels[0][1], self.context, axis)
+        context = self.context if annotated else self.unannotated_slices
+        chosen = choose_slices(labels, self.roi_values, channels[0][1], context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
         col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)

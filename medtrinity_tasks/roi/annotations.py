@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi.descriptors import RING_PIXELS, surrounding_ring
-from medtrinity_tasks.roi.regions import describe_region, organ_context
+from medtrinity_tasks.roi.regions import body_frame, describe_region, organ_context
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
@@ -40,6 +40,7 @@ class AnnotationRois(Stage):
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
         organs = organ_context(self.source, pixels, row.get("patient_orientation"))
+        frame = body_frame(self.source, pixels)
         rois = []
         for value in sorted(present):
             if value not in self.roi_values:
@@ -49,9 +50,10 @@ class AnnotationRois(Stage):
             for index in range(1, count + 1):
                 mask = components == index
                 if mask.sum() >= MIN_ROI_PIXELS:
-                    rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs))
+                    rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs, frame))
         for box in row.get("annotation_boxes") or []:
-            rois.append(self.box_roi(row, self.source.label_named(box["label"]), box["bbox_xyxy"], pixels, organs))
+            label = self.source.label_named(box["label"])
+            rois.append(self.box_roi(row, label, box["bbox_xyxy"], pixels, organs, frame))
         rois.sort(key=lambda roi: -roi["area_fraction"])
         organ = next((roi["organ"] for roi in rois), self.source.body_region)
         named = [roi["label"] for roi in rois] + (row.get("image_labels") or [])
@@ -66,16 +68,16 @@ class AnnotationRois(Stage):
     def disease_of(self, label_name: str) -> str | None:
         return self.source.label_named(label_name).disease
 
-    def box_roi(self, row: dict, label, box: list[float], pixels: np.ndarray, organs) -> dict:
+    def box_roi(self, row: dict, label, box: list[float], pixels: np.ndarray, organs, frame) -> dict:
         """A boxed finding: its mask is the box (clipped to the image), its place the box's centre.
         A box outside the image keeps its coordinates, so the gate quarantines it with the reason."""
         x0, y0, x1, y1 = box
         mask = np.zeros(pixels.shape[:2], dtype=bool)
         mask[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
-        roi = describe_region(self.source, row, pixels, mask, label.name, label.organ, "annotation", organs, box)
+        roi = describe_region(self.source, row, pixels, mask, label.name, label.organ, "annotation", organs, box, frame)
         return dict(roi, organ=label.organ or self.source.body_region)
 
-    def roi(self, row: dict, label, mask: np.ndarray, labels: np.ndarray, pixels: np.ndarray, organ_values, organs):
+    def roi(self, row: dict, label, mask, labels: np.ndarray, pixels: np.ndarray, organ_values, organs, frame):
         """A labelled component; a lesion's organ is the organ label that surrounds it most."""
         ys, xs = np.nonzero(mask)
         window = np.s_[
@@ -88,4 +90,4 @@ class AnnotationRois(Stage):
             organ = label.name
         else:
             organ = max(set(around), key=around.count) if around else label.organ
-        return describe_region(self.source, row, pixels, mask, label.name, organ, "annotation", organs)
+        return describe_region(self.source, row, pixels, mask, label.name, organ, "annotation", organs, frame=frame)

@@ -30,15 +30,19 @@ def describe_location(
     patient_orientation: list[str] | None,
     region: str,
     organ: str | None = None,
+    frame: tuple[float, float, float, float] | None = None,
 ) -> str:
     """E.g. 'right anterior abdomen, within the liver'; without a patient orientation (photographs,
-    endoscopy) the words are the image's own, e.g. 'upper left part of the image'."""
+    endoscopy) the words are the image's own, e.g. 'upper left part of the image'. ``frame`` (x0, y0,
+    x1, y1) is the patient's extent on the image where known (the body on CT): sides are judged
+    within it, so a patient off the image centre keeps true sides."""
     x, y = centroid_xy
     if not patient_orientation:
         return image_location(centroid_xy, width, height)
+    x0, y0, x1, y1 = frame or (0, 0, width, height)
     col_dir, row_dir = patient_orientation
     parts = []
-    for fraction, direction in (((x + 0.5) / width, col_dir), ((y + 0.5) / height, row_dir)):
+    for fraction, direction in (((x + 0.5 - x0) / (x1 - x0), col_dir), ((y + 0.5 - y0) / (y1 - y0), row_dir)):
         side = side_along(fraction, direction)
         if side is None and direction in "LR":
             side = "midline"

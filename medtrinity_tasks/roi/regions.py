@@ -29,6 +29,21 @@ def hu_window(source: SourceEntry) -> tuple[float, float] | None:
     return (window.center - window.width / 2, window.center + window.width / 2) if window else None
 
 
+def body_frame(source: SourceEntry, pixels: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The body's box on a CT image (x0, y0, x1, y1, exclusive), so that sides are judged on the
+    patient rather than on the image frame; None elsewhere, or when no body is found."""
+    from medtrinity_tasks.roi.descriptors import to_hu
+    from medtrinity_tasks.roi.organs import body_mask_ct
+
+    window = hu_window(source)
+    if not window or pixels.ndim != 2:
+        return None
+    # pixels clipped at the window's floor may be air: in a soft-tissue window air and lung both read 0
+    hu = np.where(pixels > 0, to_hu(pixels, window), -1000.0)
+    ys, xs = np.nonzero(body_mask_ct(hu))
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if xs.size else None
+
+
 def organ_context(source: SourceEntry, pixels: np.ndarray, orientation: list[str] | None) -> dict[str, np.ndarray]:
     """Organ masks from the classical experts, where the modality and region have one: lung fields
     on chest CT (from the HU the window kept), the brain on head MR. Empty elsewhere."""
@@ -56,10 +71,11 @@ def describe_region(
     origin: str,
     organs: dict[str, np.ndarray] | None = None,
     bbox_xyxy: list[float] | None = None,
+    frame: tuple[float, float, float, float] | None = None,
 ) -> dict:
     """The ROI dict of the record schema (plus ``organ`` for the caller). ``bbox_xyxy`` overrides the
     mask's box: a source's box may lie partly outside its image, and keeps its coordinates so the
-    gate can quarantine it."""
+    gate can quarantine it. ``frame`` is the patient's extent on the image (``body_frame``)."""
     from medtrinity_tasks.roi.organs import organ_relative_location
 
     height, width = mask.shape
@@ -75,7 +91,7 @@ def describe_region(
         "mask_rle": rle.encode(mask),
         "area_fraction": float(mask.sum()) / mask.size,
         "centroid_xy": list(centroid),
-        "location": describe_location(centroid, width, height, orientation, source.body_region, organ),
+        "location": describe_location(centroid, width, height, orientation, source.body_region, organ, frame),
         "image_location": image_location(centroid, width, height),
         "organ_location": organ_relative_location(mask, organs, orientation) if organs and xs.size else None,
         "origin": origin,

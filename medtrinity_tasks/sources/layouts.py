@@ -63,8 +63,9 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
-    """Medical Segmentation Decathlon: ``dataset.json`` lists image/label pairs; image files in
-    ``imagesTr`` that it does not list are rejected, so every file there is accounted for."""
+    """Medical Segmentation Decathlon: ``dataset.json`` lists image/label pairs (``training``) and
+    images without labels (``test``, for an expert to label); image files in ``imagesTr`` and
+    ``imagesTs`` that it does not list are rejected, so every file there is accounted for."""
     listing = root / "dataset.json"
     if not listing.is_file():
         raise SourceNotFound(
@@ -76,14 +77,18 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
             image = Path(entry["image"]).as_posix()  # Path drops the "./" Decathlon writes
             label = Path(entry["label"]).as_posix() if entry.get("label") else None
             inputs[image] = {"source_relpath": image, "label_relpath": label}
+        for entry in json.loads(listing.read_text()).get("test") or []:
+            image = Path(entry["image"] if isinstance(entry, dict) else entry).as_posix()
+            inputs[image] = {"source_relpath": image, "label_relpath": None}
     except (ValueError, KeyError, TypeError) as exc:
         raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
     for item in inputs.values():
         if any(escapes_root(p) for p in (item["source_relpath"], item["label_relpath"]) if p):
             item["reject_reason"] = OUTSIDE
-    for path in _files(root / "imagesTr"):
-        relpath = f"imagesTr/{path.name}"
-        inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": "not listed in dataset.json"})
+    for folder in ("imagesTr", "imagesTs"):
+        for path in _files(root / folder):
+            relpath = f"{folder}/{path.name}"
+            inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": "not listed in dataset.json"})
     return inputs
 
 

@@ -25,6 +25,9 @@ SHAPE = (512, 512, 40)  # a clinical CT matrix, 5 mm slices
 SPACING = (0.75, 0.75, 5.0)  # mm along the stored array axes
 ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # stored axis codes, cycled over cases
 
+UNLABELLED_CASES = 2
+"""Cases written without labels, in imagesTs/, for the sample expert."""
+
 LABELS = {0: "background", 1: "liver", 2: "liver tumour", 3: "spleen", 4: "kidney", 5: "renal cyst"}
 
 # Ellipsoids in RAS+ millimetres around the body centre: (label, centre, semi-axes, HU).
@@ -103,8 +106,11 @@ def _phantom(
     return np.round(hu).astype(np.int16), labels
 
 
-def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False) -> Path:
+def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False, first_case: int = 0) -> Path:
     """Write the sample source under ``out/synthetic_ct_abdomen`` and return that directory.
+
+    Lesion sizes and places, and the stored orientation, follow the case number: ``first_case``
+    gives a held-out set other layouts (the sample expert trains on cases 0-7).
 
     ``bad_inputs`` adds four broken cases (truncated file, mismatched mask, empty mask, a text file
     with a .nii.gz name) so that rejection and accounting can be seen and tested.
@@ -116,7 +122,7 @@ def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool 
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(seed)
     training, truth = [], {}
-    for case in range(cases):
+    for case in range(first_case, first_case + cases):
         name = f"phantom_{case:03d}.nii.gz"
         orientation = ORIENTATIONS[case % len(ORIENTATIONS)]
         affine = _affine(orientation, case)
@@ -126,6 +132,18 @@ def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool 
         nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / name)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         truth[f"imagesTr/{name}"] = {"orientation": orientation, "lesions": lesions}
+    # two unlabelled cases, as the Decathlon's test images: the sample expert labels them
+    (root / "imagesTs").mkdir()
+    test = []
+    for case in range(first_case + cases, first_case + cases + UNLABELLED_CASES):
+        name = f"phantom_{case:03d}.nii.gz"
+        orientation = ORIENTATIONS[case % len(ORIENTATIONS)]
+        affine = _affine(orientation, case)
+        lesions = _lesions(case)
+        hu, _ = _phantom(affine, lesions, rng)
+        nib.save(nib.Nifti1Image(hu, affine), root / "imagesTs" / name)
+        test.append(f"./imagesTs/{name}")
+        truth[f"imagesTs/{name}"] = {"orientation": orientation, "lesions": lesions}
     if bad_inputs:
         training += _write_bad_inputs(root, rng)
     dataset = {
@@ -138,9 +156,9 @@ def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool 
         "modality": {"0": "CT"},
         "labels": {str(k): v for k, v in LABELS.items()},
         "numTraining": len(training),
-        "numTest": 0,
+        "numTest": len(test),
         "training": training,
-        "test": [],
+        "test": test,
     }
     (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
     (root / "ground_truth.json").write_text(json.dumps(truth, indent=2))

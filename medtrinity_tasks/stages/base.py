@@ -30,6 +30,8 @@ class Stage:
     batch_size: int | None = None
     """Rows per ``process_batch`` call; None takes whatever block arrives, which lets Ray fuse a
     cheap stage into the stage before it without changing how that stage's work is split."""
+    max_actors: int | None = None
+    """The largest actor pool of a stage that runs as actors; None: the runner's default."""
 
     def setup(self) -> None:
         """Load models or open clients once per worker. Stages that override it run as Ray actors."""

@@ -71,7 +71,7 @@ def run_ray(stages: list[Stage], rows: list[dict], settings: Settings, max_actor
             ds = ds.map_batches(
                 _StageActor,
                 fn_constructor_args=(stage,),
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=stage.max_actors or max_actors),
                 **common,
             )
         else:

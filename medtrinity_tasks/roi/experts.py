@@ -1,0 +1,115 @@
+"""The stage that runs a ROI expert (chosen by ``roi.registry``). Source annotations take
+precedence: an expert only looks at records whose input came without any annotation (no label map,
+no boxes, no SEG or RTSTRUCT), and each ROI it adds names its origin and model version.
+
+The stage runs as a Ray actor pool (``setup`` loads the bundle once per actor), with the GPUs per
+actor, the pool size and the batch size from settings. A batch that fails is quarantined with the
+reason by the stage base class; an out-of-memory error first halves the batch, so only the images
+that cannot fit on their own are quarantined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.errors import ExpertUnavailable
+from medtrinity_tasks.preprocess.images import decode_png
+from medtrinity_tasks.roi.regions import body_frame, describe_region, organ_context
+from medtrinity_tasks.roi.registry import ExpertEntry, unannotated
+from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.stages.base import Resources, Stage
+
+MIN_EXPERT_PIXELS = 10
+"""Predicted components smaller than this are noise, not regions."""
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class ExpertRois(Stage):
+    """Adds the expert's ROIs (and their organs and diseases) to records without annotations."""
+
+    name = "expert_rois"
+    version = "1"
+
+    def __init__(self, source: SourceEntry, expert: ExpertEntry, settings: Settings):
+        from medtrinity_tasks.roi.bundle import BUNDLE_FILES, require_torch_monai
+
+        require_torch_monai()  # a missing optional dependency is an error now, with the pip hint
+        self.source, self.expert = source, expert
+        self.bundle_root = expert.bundle_path(settings)
+        missing = [name for name in BUNDLE_FILES if not (self.bundle_root / name).is_file()]
+        if missing:  # fail before any actor starts, naming the directory
+            raise ExpertUnavailable(
+                f"expert {expert.name}: no MONAI bundle at {self.bundle_root} ({', '.join(missing)} missing); "
+                "put the bundle there or set MEDTRINITY_MODELS_DIR (the sample expert: "
+                "`medtrinity experts train-sample`)"
+            )
+        self.resources = Resources(cpus=1.0, gpus=settings.expert_gpus)
+        self.batch_size = settings.expert_batch_size
+        self.max_actors = settings.expert_actors
+        self.model = None
+
+    def setup(self) -> None:
+        from medtrinity_tasks.roi.bundle import MonaiBundle
+
+        self.model = MonaiBundle(self.bundle_root, device="cuda" if self.resources.gpus else "cpu")
+        self.origin = f"expert {self.model.name} {self.model.version}"
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        todo = [i for i, row in enumerate(rows) if unannotated(row)]
+        out = list(rows)
+        for i, label_map in zip(todo, self.predict([rows[i] for i in todo]), strict=True):
+            out[i] = self.describe(rows[i], label_map) if label_map is not None else dict(
+                rows[i], quarantine_reasons=[f"{self.name} failed: out of memory on a single image"]
+            )  # fmt: skip
+        return out
+
+    def predict(self, rows: list[dict]) -> list[np.ndarray | None]:
+        """Label maps, one per row (None where even one image alone runs out of memory)."""
+        if not rows:
+            return []
+        try:
+            grey = [decode_png(row["image"]["bytes"]) for row in rows]
+            grey = [g.mean(axis=2) if g.ndim == 3 else g for g in grey]
+            if len({g.shape for g in grey}) > 1:  # one forward pass per image size
+                return [m for row in rows for m in self.predict([row])]
+            return list(self.model.predict(np.stack(grey)[:, None].astype(np.float32) / 255.0))
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            if len(rows) == 1:
+                return [None]
+            half = len(rows) // 2
+            return self.predict(rows[:half]) + self.predict(rows[half:])
+
+    def describe(self, row: dict, label_map: np.ndarray) -> dict:
+        pixels = decode_png(row["image"]["bytes"])
+        organs = organ_context(self.source, pixels, row.get("patient_orientation"))
+        frame = body_frame(self.source, pixels)
+        rois = list(row.get("rois") or [])
+        diseases, anatomy = set(row.get("diseases") or []), set(row.get("anatomy") or [])
+        for value, label in self.expert.labels.items():
+            components, count = ndimage.label(label_map == value)
+            for index in range(1, count + 1):
+                mask = components == index
+                if mask.sum() < MIN_EXPERT_PIXELS:
+                    continue
+                roi = describe_region(
+                    self.source, row, pixels, mask, label.name, label.organ, self.origin, organs, frame=frame
+                )
+                rois.append({k: v for k, v in roi.items() if k != "organ"})
+                diseases.update([label.disease] if label.disease else [])
+                anatomy.update([label.organ] if label.organ else [])
+        rois.sort(key=lambda roi: -roi["area_fraction"])
+        organ = next((self.organ_of(roi["label"]) for roi in rois), row.get("organ") or self.source.body_region)
+        return dict(row, rois=rois, diseases=sorted(diseases), anatomy=sorted(anatomy), organ=organ)
+
+    def organ_of(self, label_name: str) -> str:
+        label = next((label for label in self.expert.labels.values() if label.name == label_name), None)
+        return (label.organ if label else None) or self.source.body_region
