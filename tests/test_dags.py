@@ -95,6 +95,18 @@ def test_dag_and_plugin_files_import_nothing_heavy(path):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_shard_tasks_running_a_gpu_expert_take_the_gpu_pool(airflow_home):
+    with airflow_in_process(airflow_home) as patch:
+        patch.setenv("MEDTRINITY_EXPERT_GPUS", "1")
+        patch.setenv("MEDTRINITY_GPU_POOL", "expert_gpus")
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+    process = {dag_id: dag.get_task("process").pool for dag_id, dag in bag.dags.items() if "__" in dag_id}
+    assert process["medtrinity__synthetic_ct_abdomen"] == "expert_gpus"  # the sample expert covers it
+    assert process["medtrinity__kits19"] == "default_pool"  # no expert: nothing on a GPU
+
+
 def test_the_browser_plugin_registers_its_app_and_its_navigation_entry(airflow_home):
     done = subprocess.run([str(BIN / "airflow"), "plugins", "--output", "json"], env=airflow_env(airflow_home),
                           capture_output=True, text=True, check=True)  # fmt: skip
