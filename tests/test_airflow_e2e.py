@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from tests.conftest import BIN, SOURCE_ID, airflow_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -36,10 +37,11 @@ def test_source_dag_run_writes_loadable_shards_and_a_balanced_manifest(airflow_h
 
     manifest = json.loads((out / "sources" / SOURCE_ID / "manifest.json").read_text())
     counts = manifest["counts"]
-    assert counts["inputs"] == 8 == counts["used"] + counts["rejected"]
+    assert counts["inputs"] == 8 + UNLABELLED_CASES == counts["used"] + counts["rejected"]
     assert counts["produced"] == counts["records"] + counts["quarantined"]
     assert counts["rejected"] == 4 and all(r["reason"] for r in manifest["rejected"])
-    assert len(manifest["shards"]) == 3 and manifest["quality"]["pass_rate"] >= manifest["quality"]["threshold"]
+    assert len(manifest["shards"]) == 4  # ten inputs in shards of three
+    assert manifest["quality"]["pass_rate"] >= manifest["quality"]["threshold"]
 
     datasets = pytest.importorskip("datasets")
     files = [shard["uri"] for shard in manifest["shards"] if shard["records"]]

@@ -68,6 +68,7 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
     source = get_source("synthetic_ct_abdomen")
     root = samples_dir / "synthetic_ct_abdomen"
     truth = json.loads((root / "ground_truth.json").read_text())
+    truth = {rel: t for rel, t in truth.items() if rel.startswith("imagesTr/")}
     rows = [
         {"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}
         for rel in truth
@@ -83,6 +84,31 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
             assert roi["origin"] == "annotation"
             seen.add((row["source_relpath"], roi["label"]))
     assert seen == {(rel, les["name"]) for rel, t in truth.items() for les in t["lesions"]}
+
+
+def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(samples_dir, settings_env):
+    """The sample source's unlabelled cases, stored under other affines, through slicer and expert."""
+    from medtrinity_tasks.roi.experts import ExpertRois
+    from medtrinity_tasks.roi.registry import expert_for
+
+    settings = load_settings()
+    source = get_source("synthetic_ct_abdomen")
+    truth = json.loads((samples_dir / "synthetic_ct_abdomen" / "ground_truth.json").read_text())
+    truth = {rel: t for rel, t in truth.items() if rel.startswith("imagesTs/")}
+    rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": None} for rel in truth]
+    stages = [
+        VolumeSlicer(source, settings),
+        AnnotationRois(source),
+        ExpertRois(source, expert_for(source, settings), settings),
+    ]
+    out = run_inprocess(stages, rows)
+    assert len({t["orientation"] for t in truth.values()}) == len(truth) > 1
+    found = [(row, roi) for row in out for roi in row["rois"]]
+    assert found
+    for row, roi in found:
+        lesion = next(les for les in truth[row["source_relpath"]]["lesions"] if les["name"] == roi["label"])
+        assert roi["location"].startswith(lesion["side"]), (row["source_relpath"], roi["location"])
+        assert roi["location"].endswith(f"within the {lesion['organ']}") and roi["origin"].startswith("expert ")
 
 
 def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):

@@ -8,6 +8,7 @@ import pytest
 
 from medtrinity_tasks.errors import SourceNotFound, StoreUnavailable
 from medtrinity_tasks.pipeline import plan_shards, process_shard, run_source
+from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from medtrinity_tasks.storage.shards import manifest_key, shard_key
 from medtrinity_tasks.storage.store import LocalStore
 
@@ -31,9 +32,9 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     manifest = store.read_json(manifest_key("synthetic_ct_abdomen"))
     counts = manifest["counts"]
     assert counts == result["counts"]
-    assert counts["inputs"] == 8 and counts["inputs"] == counts["used"] + counts["rejected"]
+    assert counts["inputs"] == 8 + UNLABELLED_CASES and counts["inputs"] == counts["used"] + counts["rejected"]
     assert counts["produced"] == counts["records"] + counts["quarantined"]
-    assert counts["rejected"] == 4 and counts["used"] == 4 and counts["records"] > 20
+    assert counts["rejected"] == 4 and counts["used"] == 4 + UNLABELLED_CASES and counts["records"] > 20
     assert manifest["rejected_by_reason"] == {
         "not a readable NIfTI file": 2,
         "label shape (512, 504, 40) differs from image shape (512, 512, 40)": 1,
@@ -48,8 +49,10 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     records = pq.read_table(manifest["shards"][-1]["uri"]).to_pylist()
     assert all(r["provenance"]["licence"] == "CC0-1.0" and r["provenance"]["run_id"] for r in records)
     assert [s["name"] for s in records[0]["provenance"]["stages"]] == [
-        "slice_volumes", "annotation_rois", "coarse_caption", "generate_template",
+        "slice_volumes", "annotation_rois", "expert_rois", "coarse_caption", "generate_template",
     ]  # fmt: skip
+    found = [roi for r in records if r["source_relpath"].startswith("imagesTs/") for roi in r["rois"]]
+    assert found and all(roi["origin"] == "expert synthetic_ct_lesions 1.0.0" for roi in found)
     assert all(r["quality"]["passed"] for r in records)
     assert "label_slice" not in pq.read_schema(manifest["shards"][0]["uri"]).names  # working columns stay inside
 
@@ -58,7 +61,7 @@ def test_unlisted_image_files_are_rejected_not_ignored(samples_dir, inprocess, t
     root = _copy_source(samples_dir, tmp_path, monkeypatch)
     (root / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
     result = run_source("synthetic_ct_abdomen", progress=lambda line: None)
-    assert result["counts"]["inputs"] == 9 and result["counts"]["rejected"] == 5
+    assert result["counts"]["inputs"] == 9 + UNLABELLED_CASES and result["counts"]["rejected"] == 5
 
 
 def test_rerun_skips_finished_shards_and_force_rewrites_the_same_records(inprocess):
@@ -81,7 +84,7 @@ def test_rerun_skips_finished_shards_and_force_rewrites_the_same_records(inproce
 
 def test_replanning_with_another_shard_size_leaves_no_stale_shards(inprocess):
     run_source("synthetic_ct_abdomen", shard_size=2, progress=lambda line: None)
-    result = run_source("synthetic_ct_abdomen", shard_size=8, progress=lambda line: None)
+    result = run_source("synthetic_ct_abdomen", shard_size=16, progress=lambda line: None)
     store = LocalStore(inprocess["MEDTRINITY_OUTPUT"])
     assert store.list("sources/synthetic_ct_abdomen/shards/") == [
         "sources/synthetic_ct_abdomen/shards/shard-00000.parquet"
@@ -139,7 +142,7 @@ def test_dataset_json_paths_outside_the_source_are_rejected(samples_dir, inproce
     assert {"input": "../../etc/passwd", "reason": "path in dataset.json points outside the source directory"} in (
         manifest["rejected"]
     )
-    assert result["counts"]["inputs"] == result["counts"]["used"] + result["counts"]["rejected"] == 9
+    assert result["counts"]["inputs"] == result["counts"]["used"] + result["counts"]["rejected"] == 9 + UNLABELLED_CASES
 
 
 def test_malformed_dataset_json_is_a_clear_error(samples_dir, inprocess, tmp_path, monkeypatch):

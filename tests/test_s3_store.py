@@ -31,6 +31,7 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import StoreUnavailable
 from medtrinity_tasks.sources.catalog import CATALOG_DIR
+from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from medtrinity_tasks.storage import LocalStore, S3Store, Store, open_store
 
 BIN = Path(sys.executable).parent
@@ -428,7 +429,7 @@ def test_cli_run_to_s3_end_to_end(s3, moto_endpoint, aws_env, samples_dir):
     counts = manifest["counts"]
     assert counts["inputs"] == counts["used"] + counts["rejected"]
     assert counts["produced"] == counts["records"] + counts["quarantined"]
-    assert counts["inputs"] == 8 and counts["rejected"] == 4
+    assert counts["inputs"] == 8 + UNLABELLED_CASES and counts["rejected"] == 4
     assert len(manifest["rejected"]) == 4
     assert all(isinstance(r["reason"], str) and r["reason"].strip() for r in manifest["rejected"]), manifest["rejected"]
     assert {r["input"] for r in manifest["rejected"]} == {
