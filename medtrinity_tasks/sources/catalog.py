@@ -269,7 +269,7 @@ class SourceEntry(BaseModel):
     def location_uri(self, settings: Settings | None = None) -> str:
         """Where the source is staged, environment variables expanded: a path or s3://bucket/prefix."""
         settings = settings or load_settings()
-        env = {"MEDTRINITY_SAMPLES_DIR": str(settings.samples_dir), **os.environ}
+        env = {**os.environ, "MEDTRINITY_SAMPLES_DIR": str(settings.samples_dir)}
         try:
             return string.Template(self.location).substitute(env)
         except KeyError as missing:
