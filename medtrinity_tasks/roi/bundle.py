@@ -87,4 +87,5 @@ class MonaiBundle:
             scores = self.inferer(batch, self.network)
             if resize:
                 scores = F.interpolate(scores, size=size, mode=mode, align_corners=False)
-        return scores.argmax(dim=1).to(torch.uint16).cpu().numpy()
+        # max(...).indices is argmax; on CPU it is ten times faster than argmax over a non-last dim
+        return scores.max(dim=1).indices.to(torch.uint16).cpu().numpy()

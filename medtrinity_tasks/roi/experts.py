@@ -63,33 +63,32 @@ class ExpertRois(Stage):
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         todo = [i for i, row in enumerate(rows) if unannotated(row)]
+        pixels = [decode_png(rows[i]["image"]["bytes"]) for i in todo]
         out = list(rows)
-        for i, label_map in zip(todo, self.predict([rows[i] for i in todo]), strict=True):
-            out[i] = self.describe(rows[i], label_map) if label_map is not None else dict(
+        for i, image, label_map in zip(todo, pixels, self.predict(pixels), strict=True):
+            out[i] = self.describe(rows[i], image, label_map) if label_map is not None else dict(
                 rows[i], quarantine_reasons=[f"{self.name} failed: out of memory on a single image"]
             )  # fmt: skip
         return out
 
-    def predict(self, rows: list[dict]) -> list[np.ndarray | None]:
-        """Label maps, one per row (None where even one image alone runs out of memory)."""
-        if not rows:
+    def predict(self, pixels: list[np.ndarray]) -> list[np.ndarray | None]:
+        """Label maps, one per image (None where even one image alone runs out of memory)."""
+        if not pixels:
             return []
         try:
-            grey = [decode_png(row["image"]["bytes"]) for row in rows]
-            grey = [g.mean(axis=2) if g.ndim == 3 else g for g in grey]
+            grey = [p.mean(axis=2) if p.ndim == 3 else p for p in pixels]
             if len({g.shape for g in grey}) > 1:  # one forward pass per image size
-                return [m for row in rows for m in self.predict([row])]
+                return [m for image in pixels for m in self.predict([image])]
             return list(self.model.predict(np.stack(grey)[:, None].astype(np.float32) / 255.0))
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 raise
-            if len(rows) == 1:
+            if len(pixels) == 1:
                 return [None]
-            half = len(rows) // 2
-            return self.predict(rows[:half]) + self.predict(rows[half:])
+            half = len(pixels) // 2
+            return self.predict(pixels[:half]) + self.predict(pixels[half:])
 
-    def describe(self, row: dict, label_map: np.ndarray) -> dict:
-        pixels = decode_png(row["image"]["bytes"])
+    def describe(self, row: dict, pixels: np.ndarray, label_map: np.ndarray) -> dict:
         organs = organ_context(self.source, pixels, row.get("patient_orientation"))
         frame = body_frame(self.source, pixels)
         rois = list(row.get("rois") or [])

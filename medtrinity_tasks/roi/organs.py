@@ -39,7 +39,7 @@ def _sitk():
     return sitk
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected component of ``mask`` (all False if it is empty)."""
     sitk = _sitk()
     if not mask.any():
@@ -58,7 +58,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 def body_mask_ct(hu: np.ndarray) -> np.ndarray:
     """The patient's body on a CT slice: the largest non-air component with its holes (lungs, bowel gas)
     filled, so that the table, clothing and other bodies in the field of view fall outside it."""
-    return _fill_holes(_largest_component(np.asarray(hu) > BODY_HU))
+    return _fill_holes(largest_component(np.asarray(hu) > BODY_HU))
 
 
 def _toward_right(centroid_rc: tuple[float, float], patient_orientation: list[str]) -> float:
@@ -111,7 +111,7 @@ def brain_mask_mr(image: np.ndarray) -> np.ndarray:
     sitk = _sitk()
     foreground = sitk.OtsuThreshold(sitk.GetImageFromArray(np.asarray(image, dtype=np.float32)), 0, 1)  # bright=1
     opened = sitk.BinaryMorphologicalOpening(foreground, [BRAIN_OPENING_RADIUS] * 2, foregroundValue=1)
-    return _fill_holes(_largest_component(sitk.GetArrayFromImage(opened).astype(bool)))
+    return _fill_holes(largest_component(sitk.GetArrayFromImage(opened).astype(bool)))
 
 
 def _vertical_zone(row: float, organ: np.ndarray, row_direction: str) -> str | None:

@@ -33,14 +33,15 @@ def body_frame(source: SourceEntry, pixels: np.ndarray) -> tuple[float, float, f
     """The body's box on a CT image (x0, y0, x1, y1, exclusive), so that sides are judged on the
     patient rather than on the image frame; None elsewhere, or when no body is found."""
     from medtrinity_tasks.roi.descriptors import to_hu
-    from medtrinity_tasks.roi.organs import body_mask_ct
+    from medtrinity_tasks.roi.organs import BODY_HU, largest_component
 
     window = hu_window(source)
     if not window or pixels.ndim != 2:
         return None
     # pixels clipped at the window's floor may be air: in a soft-tissue window air and lung both read 0
     hu = np.where(pixels > 0, to_hu(pixels, window), -1000.0)
-    ys, xs = np.nonzero(body_mask_ct(hu))
+    # the body's box is its largest non-air component's box: filling its holes would not move it
+    ys, xs = np.nonzero(largest_component(hu > BODY_HU))
     return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if xs.size else None
 
 
