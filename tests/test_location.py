@@ -179,3 +179,42 @@ def test_fit_within_keeps_aspect_and_label_values():
     assert small.shape == (384, 512, 3) and small_labels.shape == (384, 512) and scale == 0.5
     assert set(np.unique(small_labels).tolist()) == {0, 7}
     assert fit_within(pixels, labels, 2048)[2] == 1.0 and fit_within(pixels, labels, 0)[2] == 1.0
+
+
+def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acquisition(tmp_path, settings_env):
+    """One unlabelled phantom written as axial, sagittal and coronal DICOM series: after reading, each
+    is the same RAS volume, so the expert finds the same regions with the same words, on their true side."""
+    from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
+    from medtrinity_tasks.roi.experts import ExpertRois
+    from medtrinity_tasks.roi.registry import expert_for
+    from medtrinity_tasks.sources import samples
+    from medtrinity_tasks.sources.layouts import list_inputs
+
+    affine = samples._affine("LPS", 0, samples.DICOM_SHAPE, samples.DICOM_SPACING)
+    lesions = samples._lesions(0)
+    hu, _ = samples._phantom(affine, lesions, np.random.default_rng(0), samples.DICOM_SHAPE)
+    root = tmp_path / samples.DICOM_SOURCE_ID
+    for acquisition in samples.DICOM_ACQUISITIONS:
+        samples.save_series(root / acquisition, samples.ct_series(hu, affine, acquisition))
+    settings = load_settings()
+    source = get_source(samples.DICOM_SOURCE_ID).model_copy(update={"location": str(root)})
+    rows = list_inputs(source, settings)
+    assert len(rows) == 3
+    stages = [
+        DicomSeriesSlicer(source, settings),
+        AnnotationRois(source),
+        ExpertRois(source, expert_for(source, settings), settings),
+    ]
+    words = {}
+    for row in run_inprocess(stages, rows):
+        assert not row.get("reject_reason"), row.get("reject_reason")
+        words.setdefault(row["source_relpath"], set()).update(
+            (row["slice_index"], roi["label"], roi["location"], roi["size"]) for roi in row["rois"]
+        )
+    assert len(words) == 3
+    first, *others = words.values()
+    assert first and all(other == first for other in others)
+    truth = {lesion["name"]: lesion for lesion in lesions}
+    assert {label for _, label, _, _ in first} == set(truth)
+    for _, label, location, _ in first:
+        assert location.startswith(truth[label]["side"]) and location.endswith(f"within the {truth[label]['organ']}")

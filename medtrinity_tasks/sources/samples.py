@@ -364,61 +364,100 @@ FAKE_PHI = {
 """Identifiers every sample DICOM file carries (also in folder names), so tests can prove none leaks."""
 
 
+DICOM_ACQUISITIONS = {  # ImageOrientationPatient (row, column cosines in LPS) of a series' slices
+    "axial": (1, 0, 0, 0, 1, 0),
+    "sagittal": (0, 1, 0, 0, 0, -1),
+    "coronal": (1, 0, 0, 0, 0, -1),
+}
+
+
+def _with_phi(ds, sop_class: str, syntax: str | None = None):
+    """``ds`` with file meta, SOP identity and the fake identifiers every sample file carries."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    for keyword, value in FAKE_PHI.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _acquired(grid: np.ndarray, acquisition: str) -> list[tuple[np.ndarray, tuple[int, int, int]]]:
+    """A grid stored along L, P, S cut into the frames of a series acquired in ``acquisition``:
+    per frame, the pixels [row, column] and the grid index of its first pixel."""
+    nx, ny, nz = grid.shape
+    if acquisition == "axial":  # rows go posterior, columns go left
+        return [(grid[:, :, k].T, (0, 0, k)) for k in range(nz)]
+    if acquisition == "sagittal":  # rows go inferior, columns go posterior
+        return [(grid[a, :, ::-1].T, (a, 0, nz - 1)) for a in range(nx)]
+    if acquisition == "coronal":  # rows go inferior, columns go left
+        return [(grid[:, b, ::-1].T, (0, b, nz - 1)) for b in range(ny)]
+    raise ValueError(f"acquisition {acquisition!r} is not one of {sorted(DICOM_ACQUISITIONS)}")
+
+
+def ct_series(hu: np.ndarray, affine: np.ndarray, acquisition: str = "axial") -> list:
+    """A CT series (pydicom datasets carrying the fake identifiers) of ``hu``, a grid stored along
+    L, P, S whose voxel-to-RAS ``affine`` is diagonal, acquired as axial, sagittal or coronal slices."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    spacing = [abs(float(affine[axis, axis])) for axis in range(3)]
+    row_axis, column_axis, normal_axis = {"axial": (1, 0, 2), "sagittal": (2, 1, 0), "coronal": (2, 0, 1)}[acquisition]
+    study, series_uid, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    datasets = []
+    for number, (pixels, (a, b, c)) in enumerate(_acquired(hu, acquisition)):
+        ds = _with_phi(Dataset(), CTImageStorage)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame_of_reference
+        ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
+        ds.SeriesDescription = ds.StudyDescription = "SYNTHETIC phantom, fake identifiers, not patient data"
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, number + 1
+        ds.PatientSex, ds.PatientAge = "F", "050Y"
+        ds.ReferringPhysicianName, ds.StudyTime, ds.Manufacturer = "", "000000", "Phantom"
+        ras = affine @ np.array([a, b, c, 1.0])
+        ds.ImagePositionPatient = [-float(ras[0]), -float(ras[1]), float(ras[2])]  # DICOM positions are LPS
+        ds.ImageOrientationPatient = list(DICOM_ACQUISITIONS[acquisition])
+        ds.PixelSpacing, ds.SliceThickness = [spacing[row_axis], spacing[column_axis]], spacing[normal_axis]
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.PixelData = np.ascontiguousarray((pixels + 1024).clip(0, 65535).astype(np.uint16)).tobytes()
+        datasets.append(ds)
+    return datasets
+
+
+def save_series(folder: Path, datasets: list) -> None:
+    """One file per dataset, named by position in the series."""
+    import pydicom
+
+    folder.mkdir(parents=True)
+    for k, ds in enumerate(datasets):
+        pydicom.dcmwrite(folder / f"IM{k:04d}.dcm", ds, enforce_file_format=True)
+
+
 def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool = False) -> Path:
     """Axial CT series (one per case, folders named like a PACS export, carrying fake PHI) with a
     DICOM SEG of the organs and lesions, built with highdicom. ``bad_inputs`` adds the files a PACS
     export or a public collection really holds beside its images (RT plans and doses, reports,
     waveforms, raw datasets, burned-in screenshots) and annotated series broken in the ways the
     reader must catch (truncated pixel data, mixed sizes, a malformed value, a codec nobody ships)."""
-    import pydicom
     from highdicom.seg import SegmentAlgorithmTypeValues, Segmentation, SegmentDescription
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sr.codedict import codes
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     root = _fresh(Path(out) / DICOM_SOURCE_ID)
     root.mkdir(parents=True)
     # every file in a DICOM tree is an input: the headers say SYNTHETIC instead of a readme file
     rng = np.random.default_rng(seed)
-    dx, dy, dz = DICOM_SPACING
 
-    def with_phi(ds: Dataset, sop_class: str, syntax: str = ExplicitVRLittleEndian) -> Dataset:
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = syntax
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
-        for keyword, value in FAKE_PHI.items():
-            setattr(ds, keyword, value)
-        return ds
-
-    def ct_series(hu: np.ndarray, affine: np.ndarray) -> list[Dataset]:
-        study, series_uid, frame = generate_uid(), generate_uid(), generate_uid()
-        datasets = []
-        for k in range(hu.shape[2]):
-            ds = with_phi(Dataset(), CTImageStorage)
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame
-            ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
-            ds.SeriesDescription = ds.StudyDescription = "SYNTHETIC phantom, fake identifiers, not patient data"
-            ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
-            ds.PatientSex, ds.PatientAge = "F", "050Y"
-            ds.ReferringPhysicianName, ds.StudyTime, ds.Manufacturer = "", "000000", "Phantom"
-            # stored grid [i, j, k] is LPS: patient position of voxel (0, 0, k)
-            ds.ImagePositionPatient = [-float(affine[0, 3]), -float(affine[1, 3]), float(affine[2, 3] + k * dz)]
-            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-            ds.PixelSpacing, ds.SliceThickness = [dy, dx], dz
-            ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-            ds.PixelData = np.ascontiguousarray((hu[:, :, k].T + 1024).clip(0, 65535).astype(np.uint16)).tobytes()
-            datasets.append(ds)
-        return datasets
-
-    def segmentation(datasets: list[Dataset], labels: np.ndarray) -> Segmentation:
+    def segmentation(datasets: list, labels: np.ndarray) -> Segmentation:
         return Segmentation(
             source_images=datasets,
-            pixel_array=np.stack([labels[:, :, k].T for k in range(labels.shape[2])]).astype(np.uint8),
+            pixel_array=np.stack([frame for frame, _ in _acquired(labels, "axial")]).astype(np.uint8),
             segmentation_type="BINARY",
             segment_descriptions=[
                 SegmentDescription(
@@ -440,11 +479,6 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
             device_serial_number="1",
         )
 
-    def save(folder: Path, datasets: list[Dataset]) -> None:
-        folder.mkdir(parents=True)
-        for k, ds in enumerate(datasets):
-            pydicom.dcmwrite(folder / f"IM{k:04d}.dcm", ds, enforce_file_format=True)
-
     for case in range(cases):
         affine = _affine("LPS", case, DICOM_SHAPE, DICOM_SPACING)
         hu, labels = _phantom(affine, _lesions(case), rng, DICOM_SHAPE)
@@ -452,10 +486,10 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
             root / f"{FAKE_PHI['PatientName'].replace('^', '_')}_{FAKE_PHI['PatientID']}" / f"CT_{case:02d}_19700101"
         )
         datasets = ct_series(hu, affine)
-        save(folder / "series", datasets)
+        save_series(folder / "series", datasets)
         segmentation(datasets, labels).save_as(folder / "seg.dcm")
     if bad_inputs:
-        _write_bad_dicom(root / "bad", rng, ct_series, segmentation, save, with_phi)
+        _write_bad_dicom(root / "bad", rng, segmentation)
     return root
 
 
@@ -473,7 +507,7 @@ BAD_DICOM = {
 """What the DICOM sample's bad inputs are rejected for, counted by reason kind (as a manifest counts)."""
 
 
-def _write_bad_dicom(bad: Path, rng: np.random.Generator, ct_series, segmentation, save, with_phi) -> None:
+def _write_bad_dicom(bad: Path, rng: np.random.Generator, segmentation) -> None:
     import pydicom
     from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset
@@ -490,7 +524,7 @@ def _write_bad_dicom(bad: Path, rng: np.random.Generator, ct_series, segmentatio
         "ecg.dcm": ("1.2.840.10008.5.1.4.1.1.9.1.1", "ECG"),  # 12-lead ECG waveform
     }
     for name, (sop_class, modality) in non_images.items():
-        ds = with_phi(Dataset(), sop_class)
+        ds = _with_phi(Dataset(), sop_class)
         ds.Modality, ds.SeriesInstanceUID = modality, pydicom.uid.generate_uid()
         pydicom.dcmwrite(bad / name, ds, enforce_file_format=True)
 
@@ -505,7 +539,7 @@ def _write_bad_dicom(bad: Path, rng: np.random.Generator, ct_series, segmentatio
     burned = ct_series(hu[middle], affine)[0]
     burned.BurnedInAnnotation = "YES"
     pydicom.dcmwrite(bad / "burned.dcm", burned, enforce_file_format=True)
-    save(bad / "unannotated", ct_series(hu[middle], affine))  # not bad: the sample expert labels it
+    save_series(bad / "unannotated", ct_series(hu[middle], affine))  # not bad: the sample expert labels it
 
     def truncated(datasets):
         datasets[1].PixelData = datasets[1].PixelData[:-300]
@@ -532,7 +566,7 @@ def _write_bad_dicom(bad: Path, rng: np.random.Generator, ct_series, segmentatio
         datasets = ct_series(hu[middle], affine)
         seg = segmentation(datasets, labels[middle])
         change(datasets)
-        save(bad / name / "series", datasets)
+        save_series(bad / name / "series", datasets)
         seg.save_as(bad / name / "seg.dcm")
 
 
