@@ -64,6 +64,10 @@ os.environ["MEDTRINITY_SAMPLES_DIR"] = str(SAMPLES)
 os.environ["MEDTRINITY_OUTPUT"] = str(OUTPUT)
 os.environ.setdefault("MEDTRINITY_DEID_SALT", "bench")
 os.environ.pop("MEDTRINITY_RUNNER", None)
+# No ROI expert: the sample's unlabelled cases are rejected at slicing (rejects, not slices), so both
+# sides do ingest work only. bench/roi.py measures the expert.
+(TMP / "no-experts.yaml").write_text("experts: []\n")
+os.environ["MEDTRINITY_EXPERTS"] = str(TMP / "no-experts.yaml")
 # Keep Ray and Great Expectations quiet: no usage-stats banner, no analytics, no driver log echo.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

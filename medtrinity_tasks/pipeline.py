@@ -25,7 +25,7 @@ from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.roi.annotations import AnnotationRois
-from medtrinity_tasks.roi.experts import ExpertRois
+from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
 from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, get_source
 from medtrinity_tasks.sources.layouts import list_inputs
@@ -75,7 +75,8 @@ def build_stages(source: SourceEntry, settings: Settings, engine: str = "templat
     return [
         LOADERS[source.layout](source, settings),  # input files -> 2D images (or rejects)
         AnnotationRois(source),  # label slices -> described ROIs
-        *([ExpertRois(source, expert, settings)] if expert else []),  # images without annotations -> ROIs
+        *([ExpertRois(source, expert, settings)] if expert else []),  # images without annotations -> masks
+        *([DescribeRois(source, expert)] if expert else []),  # the experts' masks -> described ROIs (CPU)
         CoarseCaption(source),  # metadata -> coarse caption
         DESCRIBERS[engine](),  # facts -> five-section description
     ]

@@ -12,7 +12,7 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import ExpertUnavailable, MedtrinityError
 from medtrinity_tasks.roi.bundle import MonaiBundle
-from medtrinity_tasks.roi.experts import ExpertRois
+from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois, undescribed
 from medtrinity_tasks.roi.registry import expert_for, load_registry
 from medtrinity_tasks.roi.training import CHANNELS, SAMPLE_EXPERT, sample_slices, train_sample_expert
 from medtrinity_tasks.sources.catalog import get_source
@@ -123,13 +123,20 @@ def test_the_stage_labels_only_images_without_annotations(held_out):
     _, _, records = held_out
     annotated = next(r for r in records if r["rois"])
     unannotated = expert_rows(held_out, 1)[0]
-    out = stage().process_batch([annotated, unannotated])
+    expert = stage()
+    out = expert.process_batch([annotated, unannotated])
     assert out[0] is annotated  # annotations take precedence: untouched
     truth = {roi["label"] for roi in annotated["rois"]}
     assert {roi["label"] for roi in out[1]["rois"]} == truth
     assert all(roi["origin"] == f"expert {SAMPLE_EXPERT} 1.0.0" for roi in out[1]["rois"])
     assert out[1]["diseases"] and out[1]["organ"] in ("liver", "kidney")
-    assert all(roi["size"].endswith("mm") and roi["shape"] and roi["margin"] for roi in out[1]["rois"])
+    assert all(undescribed(roi) for roi in out[1]["rois"])  # the actor leaves the words to the CPU stage
+    described = DescribeRois(expert.source, expert.expert).process_batch(out)
+    assert described[0] is annotated
+    assert [roi["mask_rle"] for roi in described[1]["rois"]] == [roi["mask_rle"] for roi in out[1]["rois"]]
+    for roi in described[1]["rois"]:
+        assert roi["size"].endswith("mm") and roi["shape"] and roi["margin"] and roi["texture"]
+        assert roi["location"].endswith(f"within the {expert.expert.organ_of(roi['label'])}")
 
 
 def test_out_of_memory_halves_the_batch_and_quarantines_only_what_cannot_fit(held_out, monkeypatch):

@@ -88,7 +88,7 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
 
 def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(samples_dir, settings_env):
     """The sample source's unlabelled cases, stored under other affines, through slicer and expert."""
-    from medtrinity_tasks.roi.experts import ExpertRois
+    from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
 
     settings = load_settings()
@@ -100,6 +100,7 @@ def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(sample
         VolumeSlicer(source, settings),
         AnnotationRois(source),
         ExpertRois(source, expert_for(source, settings), settings),
+        DescribeRois(source, expert_for(source, settings)),
     ]
     out = run_inprocess(stages, rows)
     assert len({t["orientation"] for t in truth.values()}) == len(truth) > 1
@@ -185,7 +186,7 @@ def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acq
     """One unlabelled phantom written as axial, sagittal and coronal DICOM series: after reading, each
     is the same RAS volume, so the expert finds the same regions with the same words, on their true side."""
     from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
-    from medtrinity_tasks.roi.experts import ExpertRois
+    from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
     from medtrinity_tasks.sources import samples
     from medtrinity_tasks.sources.layouts import list_inputs
@@ -204,6 +205,7 @@ def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acq
         DicomSeriesSlicer(source, settings),
         AnnotationRois(source),
         ExpertRois(source, expert_for(source, settings), settings),
+        DescribeRois(source, expert_for(source, settings)),
     ]
     words = {}
     for row in run_inprocess(stages, rows):

@@ -165,3 +165,23 @@ def test_missing_simpleitk_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "SimpleITK", None)
     with pytest.raises(ImportError, match="pip install SimpleITK"):
         body_mask_ct(chest_ct())
+
+
+def test_body_frame_boxes_the_body_on_an_8_bit_ct_image_and_leaves_out_the_table():
+    """On a 512 x 512 soft-tissue-windowed image the box is found on a subsampled grid: within a step
+    of the body's true box, with the table below the body outside it."""
+    from medtrinity_tasks.roi.regions import FRAME_GRID, body_frame
+    from medtrinity_tasks.sources.catalog import get_source
+
+    shape = (512, 512)
+    body = ellipse((230, 300), (150, 180), shape)  # off-centre: the frame is not the image
+    image = np.zeros(shape, dtype=np.uint8)  # air (and fat) below the window's floor
+    image[body] = 140  # soft tissue
+    image[480:490, 40:470] = 140  # the table
+    source = get_source("synthetic_ct_abdomen")
+    x0, y0, x1, y1 = body_frame(source, image)
+    step = 512 // FRAME_GRID
+    rows, cols = np.nonzero(body)
+    assert abs(x0 - cols.min()) <= step and abs(x1 - (cols.max() + 1)) <= step
+    assert abs(y0 - rows.min()) <= step and abs(y1 - (rows.max() + 1)) <= step
+    assert body_frame(source.model_copy(update={"modality": "MR"}), image) is None

@@ -40,6 +40,10 @@ class ExpertEntry(BaseModel):
     def bundle_path(self, settings: Settings) -> Path:
         return settings.models_dir / self.bundle
 
+    def organ_of(self, label_name: str) -> str | None:
+        """The organ the expert's label of this name lies in (None: unknown, or not its label)."""
+        return next((label.organ for label in self.labels.values() if label.name == label_name), None)
+
     def matches(self, source: SourceEntry) -> bool:
         return (
             source.modality == self.modality
