@@ -49,10 +49,11 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     records = pq.read_table(manifest["shards"][-1]["uri"]).to_pylist()
     assert all(r["provenance"]["licence"] == "CC0-1.0" and r["provenance"]["run_id"] for r in records)
     assert [s["name"] for s in records[0]["provenance"]["stages"]] == [
-        "slice_volumes", "annotation_rois", "expert_rois", "coarse_caption", "generate_template",
+        "slice_volumes", "annotation_rois", "expert_rois", "describe_rois", "coarse_caption", "generate_template",
     ]  # fmt: skip
     found = [roi for r in records if r["source_relpath"].startswith("imagesTs/") for roi in r["rois"]]
     assert found and all(roi["origin"] == "expert synthetic_ct_lesions 1.0.0" for roi in found)
+    assert all(roi["location"] and roi["size"] and roi["shape"] for roi in found)  # described by describe_rois
     assert all(r["quality"]["passed"] for r in records)
     assert "label_slice" not in pq.read_schema(manifest["shards"][0]["uri"]).names  # working columns stay inside
 
