@@ -121,29 +121,22 @@ def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool 
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(seed)
-    training, truth = [], {}
-    for case in range(first_case, first_case + cases):
+    (root / "imagesTs").mkdir()  # the last UNLABELLED_CASES, as the Decathlon's test images: the expert labels them
+    training, test, truth = [], [], {}
+    for case in range(first_case, first_case + cases + UNLABELLED_CASES):
         name = f"phantom_{case:03d}.nii.gz"
         orientation = ORIENTATIONS[case % len(ORIENTATIONS)]
         affine = _affine(orientation, case)
         lesions = _lesions(case)
         hu, labels = _phantom(affine, lesions, rng)
-        nib.save(nib.Nifti1Image(hu, affine), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-        truth[f"imagesTr/{name}"] = {"orientation": orientation, "lesions": lesions}
-    # two unlabelled cases, as the Decathlon's test images: the sample expert labels them
-    (root / "imagesTs").mkdir()
-    test = []
-    for case in range(first_case + cases, first_case + cases + UNLABELLED_CASES):
-        name = f"phantom_{case:03d}.nii.gz"
-        orientation = ORIENTATIONS[case % len(ORIENTATIONS)]
-        affine = _affine(orientation, case)
-        lesions = _lesions(case)
-        hu, _ = _phantom(affine, lesions, rng)
-        nib.save(nib.Nifti1Image(hu, affine), root / "imagesTs" / name)
-        test.append(f"./imagesTs/{name}")
-        truth[f"imagesTs/{name}"] = {"orientation": orientation, "lesions": lesions}
+        folder = "imagesTr" if case < first_case + cases else "imagesTs"
+        nib.save(nib.Nifti1Image(hu, affine), root / folder / name)
+        if folder == "imagesTr":
+            nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / name)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            test.append(f"./imagesTs/{name}")
+        truth[f"{folder}/{name}"] = {"orientation": orientation, "lesions": lesions}
     if bad_inputs:
         training += _write_bad_inputs(root, rng)
     dataset = {
