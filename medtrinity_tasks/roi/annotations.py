@@ -63,6 +63,7 @@ class AnnotationRois(Stage):
             anatomy=anatomy,
             organ=organ,
             diseases=sorted({d for d in map(self.disease_of, named) if d}),
+            label_slice=None,  # now ROIs: no later stage needs the label map's 2 bytes per pixel
         )
 
     def disease_of(self, label_name: str) -> str | None:

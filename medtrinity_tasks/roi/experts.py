@@ -7,9 +7,10 @@ actor, the pool size and the batch size from settings. A batch that fails is qua
 reason by the stage base class; an out-of-memory error first halves the batch, so only the images
 that cannot fit on their own are quarantined.
 
-The actor does the network's work only: each region leaves it as a label, a mask and its origin.
-``DescribeRois``, a CPU stage after it, puts the regions into words, so that a GPU actor never
-waits on CPU-bound description (on CPU it costs about a quarter of the sample expert's forward pass).
+The actor does the network's work only: it returns each predicted label's mask (RLE) with the
+label and its origin. ``DescribeRois``, a CPU stage after it, splits the masks into connected regions
+and puts them into words, so that a GPU actor never waits on CPU-bound work (on CPU, describing costs
+about a quarter of the sample expert's forward pass).
 """
 
 from __future__ import annotations
@@ -94,34 +95,21 @@ class ExpertRois(Stage):
             return self.predict(pixels[:half]) + self.predict(pixels[half:])
 
     def regions(self, row: dict, label_map: np.ndarray) -> dict:
-        """``row`` with a mask-only ROI per connected component of each label the expert predicts,
-        largest first, and the organs and diseases those labels stand for."""
-        rois = []
-        diseases, anatomy = set(row.get("diseases") or []), set(row.get("anatomy") or [])
-        for value, label in self.expert.labels.items():
-            components, count = ndimage.label(label_map == value)
-            for index in range(1, count + 1):
-                mask = components == index
-                if mask.sum() < MIN_EXPERT_PIXELS:
-                    continue
-                area = float(mask.sum()) / mask.size
-                rois.append(
-                    {"label": label.name, "mask_rle": rle.encode(mask), "area_fraction": area, "origin": self.origin}
-                )
-                diseases.update([label.disease] if label.disease else [])
-                anatomy.update([label.organ] if label.organ else [])
-        rois.sort(key=lambda roi: -roi["area_fraction"])
-        organ = (
-            next((self.expert.organ_of(roi["label"]) for roi in rois), None)
-            or row.get("organ")
-            or self.source.body_region
-        )
-        return dict(row, rois=rois, diseases=sorted(diseases), anatomy=sorted(anatomy), organ=organ)
+        """``row`` with one undescribed ROI per label the expert predicts: the label's whole mask."""
+        masks = {label.name: label_map == value for value, label in self.expert.labels.items()}
+        rois = [
+            {"label": name, "mask_rle": rle.encode(mask), "origin": self.origin}
+            for name, mask in masks.items()
+            if mask.any()
+        ]
+        return dict(row, rois=rois)
 
 
 class DescribeRois(Stage):
-    """Describes the regions an expert found (location, size, shape, margin, contrast), on CPU, as
-    ``regions.describe_region`` describes annotated ones; records without such regions pass as they are."""
+    """Turns an expert's label masks into described regions, on CPU: each connected component of a
+    label becomes a ROI described as ``regions.describe_region`` describes annotated ones (location,
+    size, shape, margin, contrast), and the labels found give the record's organs and diseases.
+    Records without undescribed masks pass as they are."""
 
     name = "describe_rois"
     version = "1"
@@ -130,25 +118,33 @@ class DescribeRois(Stage):
         self.source, self.expert = source, expert
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
-        return [self.describe(row) if any(undescribed(roi) for roi in row.get("rois") or []) else row for row in rows]
+        return [self.describe(row) if any(map(undescribed, row.get("rois") or [])) else row for row in rows]
 
     def describe(self, row: dict) -> dict:
         pixels = decode_png(row["image"]["bytes"])
         organs = organ_context(self.source, pixels, row.get("patient_orientation"))
         frame = body_frame(self.source, pixels)
-        rois = []
-        for roi in row["rois"]:
-            if undescribed(roi):
-                organ = self.expert.organ_of(roi["label"]) or self.source.body_region
-                mask = rle.decode(roi["mask_rle"])
+        rois, diseases, anatomy = [], set(row.get("diseases") or []), set(row.get("anatomy") or [])
+        for found in row["rois"]:  # all the expert's: it labels only images that came without annotations
+            label = self.expert.label_named(found["label"])
+            organ = label.organ or self.source.body_region
+            components, count = ndimage.label(rle.decode(found["mask_rle"]))
+            for index in range(1, count + 1):
+                mask = components == index
+                if mask.sum() < MIN_EXPERT_PIXELS:
+                    continue
                 roi = describe_region(
-                    self.source, row, pixels, mask, roi["label"], organ, roi["origin"], organs, frame=frame
+                    self.source, row, pixels, mask, label.name, organ, found["origin"], organs, frame=frame
                 )
-                roi.pop("organ")
-            rois.append(roi)
-        return dict(row, rois=rois)
+                rois.append({k: v for k, v in roi.items() if k != "organ"})
+                diseases.update([label.disease] if label.disease else [])
+                anatomy.update([label.organ] if label.organ else [])
+        rois.sort(key=lambda roi: -roi["area_fraction"])
+        largest = next((self.expert.label_named(roi["label"]).organ for roi in rois), None)
+        organ = largest or row.get("organ") or self.source.body_region
+        return dict(row, rois=rois, diseases=sorted(diseases), anatomy=sorted(anatomy), organ=organ)
 
 
 def undescribed(roi: dict) -> bool:
-    """A region that carries a mask but no words yet: an expert's, before ``DescribeRois``."""
+    """A mask that carries no words yet: an expert's label, before ``DescribeRois``."""
     return roi.get("location") is None

@@ -40,9 +40,12 @@ class ExpertEntry(BaseModel):
     def bundle_path(self, settings: Settings) -> Path:
         return settings.models_dir / self.bundle
 
-    def organ_of(self, label_name: str) -> str | None:
-        """The organ the expert's label of this name lies in (None: unknown, or not its label)."""
-        return next((label.organ for label in self.labels.values() if label.name == label_name), None)
+    def label_named(self, name: str) -> ExpertLabel:
+        """The expert's output label of this name, with its organ and disease words."""
+        try:
+            return next(label for label in self.labels.values() if label.name == name)
+        except StopIteration:
+            raise KeyError(f"expert {self.name} has no label named {name!r}") from None
 
     def matches(self, source: SourceEntry) -> bool:
         return (
