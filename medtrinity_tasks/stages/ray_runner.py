@@ -60,7 +60,7 @@ def run_ray(stages: list[Stage], rows: list[dict], settings: Settings, max_actor
     ensure_ray(settings)
     if not rows:
         return []
-    size = stages[0].batch_size or 1 if stages else 1
+    size = stages[0].batch_size or 1
     ds = ray.data.from_arrow([rows_to_table(rows[i : i + size]) for i in range(0, len(rows), size)])
     for stage in stages:
         common = dict(
