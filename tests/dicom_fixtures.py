@@ -25,6 +25,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from medtrinity_tasks.sources.samples import ACQUISITION_AXES, DICOM_ACQUISITIONS, acquired_frames
+
 PHI = {
     "PatientName": "Doe^Jane",
     "PatientID": "PHI-12345",
@@ -42,11 +44,7 @@ CUBE_HU = 1000
 BLOCK = (slice(12, 15), slice(10, 13), slice(1, 3))  # a second structure for the annotations
 INTERCEPT = -1024
 
-ORIENTATIONS = {  # ImageOrientationPatient (row cosines, column cosines)
-    "axial": (1, 0, 0, 0, 1, 0),
-    "sagittal": (0, 1, 0, 0, 0, -1),
-    "coronal": (1, 0, 0, 0, 0, -1),
-}
+ORIENTATIONS = DICOM_ACQUISITIONS  # ImageOrientationPatient (row cosines, column cosines) by name
 
 
 def phantom() -> np.ndarray:
@@ -77,22 +75,15 @@ def box_mask(*boxes: tuple[slice, slice, slice], values: tuple[int, ...] | None 
 
 def slices_of(grid: np.ndarray, orientation: str) -> list[tuple[np.ndarray, tuple[float, float, float], list]]:
     """The grid cut as a series in ``orientation``: per slice, (frame [row, column], IPP, PixelSpacing)."""
-    dx, dy, dz = SPACING
-    nx, ny, nz = SHAPE
-    top = ORIGIN[2] + (nz - 1) * dz
-    out = []
-    if orientation == "axial":  # rows go posterior, columns go left
-        for c in range(nz):
-            out.append((grid[:, :, c].T, (ORIGIN[0], ORIGIN[1], ORIGIN[2] + c * dz), [dy, dx]))
-    elif orientation == "sagittal":  # rows go inferior, columns go posterior
-        for a in range(nx):
-            out.append((grid[a, :, ::-1].T, (ORIGIN[0] + a * dx, ORIGIN[1], top), [dz, dy]))
-    elif orientation == "coronal":  # rows go inferior, columns go left
-        for b in range(ny):
-            out.append((grid[:, b, ::-1].T, (ORIGIN[0], ORIGIN[1] + b * dy, top), [dz, dx]))
-    else:
-        raise ValueError(orientation)
-    return out
+    row_axis, column_axis, _ = ACQUISITION_AXES[orientation]
+    return [
+        (
+            frame,
+            tuple(float(ORIGIN[a] + index[a] * SPACING[a]) for a in range(3)),
+            [SPACING[row_axis], SPACING[column_axis]],
+        )
+        for frame, index in acquired_frames(grid, orientation)
+    ]
 
 
 def _file_meta(sop_class: str, sop_uid: str, syntax: str = ExplicitVRLittleEndian) -> FileMetaDataset:

@@ -362,6 +362,8 @@ DICOM_ACQUISITIONS = {  # ImageOrientationPatient (row, column cosines in LPS) o
     "sagittal": (0, 1, 0, 0, 0, -1),
     "coronal": (1, 0, 0, 0, 0, -1),
 }
+ACQUISITION_AXES = {"axial": (1, 0, 2), "sagittal": (2, 1, 0), "coronal": (2, 0, 1)}
+"""Per acquisition, the L, P, S grid axes along a frame's rows, along its columns, and across slices."""
 
 
 def _with_phi(ds, sop_class: str, syntax: str | None = None):
@@ -379,7 +381,7 @@ def _with_phi(ds, sop_class: str, syntax: str | None = None):
     return ds
 
 
-def _acquired(grid: np.ndarray, acquisition: str) -> list[tuple[np.ndarray, tuple[int, int, int]]]:
+def acquired_frames(grid: np.ndarray, acquisition: str) -> list[tuple[np.ndarray, tuple[int, int, int]]]:
     """A grid stored along L, P, S cut into the frames of a series acquired in ``acquisition``:
     per frame, the pixels [row, column] and the grid index of its first pixel."""
     nx, ny, nz = grid.shape
@@ -399,10 +401,10 @@ def ct_series(hu: np.ndarray, affine: np.ndarray, acquisition: str = "axial") ->
     from pydicom.uid import CTImageStorage, generate_uid
 
     spacing = [abs(float(affine[axis, axis])) for axis in range(3)]
-    row_axis, column_axis, normal_axis = {"axial": (1, 0, 2), "sagittal": (2, 1, 0), "coronal": (2, 0, 1)}[acquisition]
+    row_axis, column_axis, normal_axis = ACQUISITION_AXES[acquisition]
     study, series_uid, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
     datasets = []
-    for number, (pixels, (a, b, c)) in enumerate(_acquired(hu, acquisition)):
+    for number, (pixels, (a, b, c)) in enumerate(acquired_frames(hu, acquisition)):
         ds = _with_phi(Dataset(), CTImageStorage)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame_of_reference
         ds.Modality, ds.BodyPartExamined, ds.StudyDate = "CT", "ABDOMEN", "20200101"
@@ -450,7 +452,7 @@ def write_ct_dicom(out: Path, cases: int = 3, seed: int = 19, bad_inputs: bool =
     def segmentation(datasets: list, labels: np.ndarray) -> Segmentation:
         return Segmentation(
             source_images=datasets,
-            pixel_array=np.stack([frame for frame, _ in _acquired(labels, "axial")]).astype(np.uint8),
+            pixel_array=np.stack([frame for frame, _ in acquired_frames(labels, "axial")]).astype(np.uint8),
             segmentation_type="BINARY",
             segment_descriptions=[
                 SegmentDescription(
