@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi.descriptors import RING_PIXELS, surrounding_ring
-from medtrinity_tasks.roi.regions import body_frame, describe_region, organ_context
+from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
@@ -46,11 +45,8 @@ class AnnotationRois(Stage):
             if value not in self.roi_values:
                 continue
             label = self.source.labels[value]
-            components, count = ndimage.label(labels == value)
-            for index in range(1, count + 1):
-                mask = components == index
-                if mask.sum() >= MIN_ROI_PIXELS:
-                    rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs, frame))
+            for mask in connected_regions(labels == value, MIN_ROI_PIXELS):
+                rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs, frame))
         for box in row.get("annotation_boxes") or []:
             label = self.source.label_named(box["label"])
             rois.append(self.box_roi(row, label, box["bbox_xyxy"], pixels, organs, frame))

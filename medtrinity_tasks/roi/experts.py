@@ -16,13 +16,12 @@ about a quarter of the sample expert's forward pass).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import ExpertUnavailable
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi import rle
-from medtrinity_tasks.roi.regions import body_frame, describe_region, organ_context
+from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
 from medtrinity_tasks.roi.registry import ExpertEntry, unannotated
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Resources, Stage
@@ -128,11 +127,7 @@ class DescribeRois(Stage):
         for found in row["rois"]:  # all the expert's: it labels only images that came without annotations
             label = self.expert.label_named(found["label"])
             organ = label.organ or self.source.body_region
-            components, count = ndimage.label(rle.decode(found["mask_rle"]))
-            for index in range(1, count + 1):
-                mask = components == index
-                if mask.sum() < MIN_EXPERT_PIXELS:
-                    continue
+            for mask in connected_regions(rle.decode(found["mask_rle"]), MIN_EXPERT_PIXELS):
                 roi = describe_region(
                     self.source, row, pixels, mask, label.name, organ, found["origin"], organs, frame=frame
                 )

@@ -5,6 +5,8 @@ and intensity against the surrounding tissue (HU on CT)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from medtrinity_tasks.roi import rle
@@ -76,6 +78,18 @@ def organ_context(source: SourceEntry, pixels: np.ndarray, orientation: list[str
         mask = organs.brain_mask_mr(pixels)
         return {"brain": mask} if mask.any() else {}
     return {}
+
+
+def connected_regions(mask: np.ndarray, min_pixels: int) -> Iterator[np.ndarray]:
+    """Each connected component of ``mask`` (4-connected) of at least ``min_pixels`` pixels: smaller
+    ones are partial-volume or prediction specks, not regions."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(mask)
+    for index in range(1, count + 1):
+        region = components == index
+        if region.sum() >= min_pixels:
+            yield region
 
 
 def describe_region(
