@@ -85,3 +85,21 @@ def test_ray_runner_matches_in_process_runner(samples_dir, settings_env):
     pids = {r["organ"] for r in counted}
     assert f"setup-pid-{os.getpid()}" not in pids and 1 <= len(pids) <= 2
     assert sorted(r["source_relpath"] for r in counted if r.get("quarantine_reasons")) == ["in/0", "in/1"]
+
+
+class ExplodesInAnActor(CountSetups):
+    def process_batch(self, rows):
+        return Explodes.process_batch(self, super().process_batch(rows))
+
+
+@pytest.mark.slow
+def test_an_actor_call_carries_several_batches_and_quarantines_only_the_failing_one(settings_env):
+    import ray.cloudpickle
+
+    from medtrinity_tasks.stages.ray_runner import ACTOR_CALL_ROWS, run_ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    assert len(ROWS) <= ACTOR_CALL_ROWS  # one call for all six rows: three batches of two
+    out = run_ray([ExplodesInAnActor()], [dict(row, id=row["source_relpath"]) for row in ROWS], load_settings())
+    assert sorted(r["source_relpath"] for r in out if r.get("quarantine_reasons")) == ["in/0", "in/1"]
+    assert len({r["organ"] for r in out if not r.get("quarantine_reasons")}) == 1  # one actor, set up once
