@@ -1,0 +1,1 @@
+"""The medical knowledge base: corpus loaders, embeddings, the Qdrant index and retrieval."""
