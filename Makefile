@@ -7,6 +7,7 @@ SOURCES ?= synthetic_ct_abdomen synthetic_ct_dicom synthetic_dermoscopy syntheti
 
 export MEDTRINITY_SAMPLES_DIR ?= $(CURDIR)/data/samples
 export MEDTRINITY_OUTPUT ?= $(CURDIR)/data/output
+export MEDTRINITY_KNOWLEDGE_DIR ?= $(CURDIR)/data/knowledge
 # standalone starts its scheduler, API server and dag processor as `airflow` from PATH
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -16,7 +17,7 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRF
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[airflow,experts,test,dev]'
+	$(BIN)/pip install --quiet -e '.[airflow,experts,knowledge,test,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,9 +26,14 @@ install: $(VENV)/.installed
 	mkdir -p .airflow
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > .airflow/migrate.log 2>&1 || (tail -20 .airflow/migrate.log; exit 1)
 
-# Each sample source's DAG under `airflow dags test` (SQLite, project-local Airflow home), then a summary.
+# The knowledge index DAG on the demo corpus, then each sample source's DAG under `airflow dags test`
+# (SQLite, project-local Airflow home), then a summary.
 demo: .airflow/airflow.db
 	$(BIN)/medtrinity samples
+	@echo "running DAG medtrinity_knowledge_index on the demo corpus (log: .airflow/demo-knowledge.log) ..."
+	@$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity_knowledge_index > .airflow/demo-knowledge.log 2>&1 \
+		|| { tail -40 .airflow/demo-knowledge.log; echo "demo run failed: see .airflow/demo-knowledge.log"; exit 1; }
+	@echo "knowledge base: $(MEDTRINITY_KNOWLEDGE_DIR)"; echo
 	@for source in $(SOURCES); do \
 		echo "running DAG medtrinity__$$source with airflow dags test (log: .airflow/demo-$$source.log) ..."; \
 		$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity__$$source -c '{"force": true}' > .airflow/demo-$$source.log 2>&1 \
@@ -59,10 +65,12 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/roi.py
+	$(BIN)/python bench/retrieval.py
 
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db
 	$(BIN)/medtrinity samples
+	$(BIN)/medtrinity knowledge index
 	@echo "Airflow UI: http://localhost:8080  (user admin; the password is printed on the first start and kept in .airflow/simple_auth_manager_passwords.json.generated)"
 	@echo "Dataset browser: Browse > Dataset browser in the UI, or http://localhost:8080/medtrinity/"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone

@@ -68,6 +68,7 @@ os.environ.pop("MEDTRINITY_RUNNER", None)
 # sides do ingest work only. bench/roi.py measures the expert.
 (TMP / "no-experts.yaml").write_text("experts: []\n")
 os.environ["MEDTRINITY_EXPERTS"] = str(TMP / "no-experts.yaml")
+os.environ["MEDTRINITY_KNOWLEDGE_TOP_K"] = "0"  # no retrieval either: bench/retrieval.py measures it
 # Keep Ray and Great Expectations quiet: no usage-stats banner, no analytics, no driver log echo.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -51,6 +51,7 @@ def measure(images: int, tmp: Path) -> dict:
         MEDTRINITY_SHARD_SIZE=str(SHARD_SIZE),
         MEDTRINITY_IMAGE_SIZE="0",  # keep camera size: a whole-source load would show as ~1 GB more
         GX_ANALYTICS_ENABLED="false",
+        MEDTRINITY_KNOWLEDGE_TOP_K="0",  # retrieval holds a model and a store: constant, measured on its own
     )
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)

@@ -12,3 +12,6 @@ def source_asset(source_id: str) -> Asset:
 
 DATASET_ASSET = Asset(name="medtrinity_dataset", uri="medtrinity://dataset")
 """Updated when the dataset manifest and card are rebuilt."""
+
+KNOWLEDGE_ASSET = Asset(name="medtrinity_knowledge", uri="medtrinity://knowledge")
+"""Updated when a corpus is indexed into the knowledge base."""

@@ -111,6 +111,30 @@ def _experts_train_sample(args) -> None:
     print(f"MONAI bundle written to {out}")
 
 
+def _knowledge_index(args) -> None:
+    from medtrinity_tasks.knowledge.index import index_corpus, summary_lines
+
+    result = index_corpus(
+        args.location, args.corpus, load_settings(), fmt=args.format, recreate=args.recreate,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print("\n".join(summary_lines(result)))
+
+
+def _knowledge_search(args) -> None:
+    from medtrinity_tasks.knowledge.embeddings import DenseEncoder
+    from medtrinity_tasks.knowledge.index import check_collection, knowledge_client
+    from medtrinity_tasks.knowledge.retrieval import search
+
+    settings = load_settings()
+    encoder = DenseEncoder(settings)
+    with knowledge_client(settings) as client:
+        check_collection(client, settings, encoder)
+        (passages,) = search(client, settings.knowledge_collection, encoder, [args.query], args.k, mode=args.mode)
+    for rank, passage in enumerate(passages, 1):
+        print(f"{rank:2}. {passage['score']:.4f} {passage['corpus']}/{passage['id']}: {passage['title']}")
+
+
 def _show(args) -> None:
     from medtrinity_tasks.storage import open_store
     from medtrinity_tasks.storage.shards import manifest_key
@@ -172,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="bundle directory (default: MEDTRINITY_MODELS_DIR/synthetic_ct_lesions)")
     train.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
     train.set_defaults(func=_experts_train_sample)
+
+    knowledge = commands.add_parser("knowledge", help="the medical knowledge base (Qdrant)").add_subparsers(
+        dest="action", required=True
+    )
+    index = knowledge.add_parser("index", help="index or refresh a corpus (default: the demo corpus)")
+    index.add_argument("location", nargs="?", help="a file, directory or s3:// URI; omit for the demo corpus")
+    index.add_argument("--corpus", default="demo", help="the corpus's name in the collection (default: demo)")
+    index.add_argument("--format", default="auto", choices=["auto", "medrag", "pubmed", "text"])
+    index.add_argument("--recreate", action="store_true", help="drop the collection and build it anew")
+    index.set_defaults(func=_knowledge_index)
+    find = knowledge.add_parser("search", help="the passages a query retrieves")
+    find.add_argument("query")
+    find.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
+    find.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
+    find.set_defaults(func=_knowledge_search)
 
     show = commands.add_parser("show", help="summarise a source's published manifest")
     show.add_argument("source_id")

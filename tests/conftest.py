@@ -27,6 +27,20 @@ def samples_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def knowledge_dir(tmp_path_factory) -> Path:
+    """The demo corpus indexed once per session into a local store that every run of the tests reads,
+    in this process and in the Airflow and Ray processes they start (they inherit the environment)."""
+    from medtrinity_tasks.config import load_settings
+    from medtrinity_tasks.knowledge.index import index_corpus
+
+    root = tmp_path_factory.mktemp("knowledge")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDTRINITY_KNOWLEDGE_DIR", str(root))
+        index_corpus(None, "demo", load_settings())
+        yield root
+
+
 @pytest.fixture
 def settings_env(samples_dir, tmp_path, monkeypatch) -> dict:
     """Environment for a run: samples from the session's source, output in a fresh directory."""

@@ -55,6 +55,8 @@ def test_source_dag_run_writes_loadable_shards_and_a_balanced_manifest(airflow_h
     x0, y0, x1, y1 = roi["bbox_xyxy"]
     assert 0 <= x0 < x1 <= with_roi["width"] and 0 <= y0 < y1 <= with_roi["height"]
     assert roi["location"] and roi["mask_rle"]["counts"]
+    passages = with_roi["knowledge"]  # retrieved from the session's demo index
+    assert passages and all(p["corpus"] == "demo" and p["title"] and p["text"] for p in passages)
     assert set(with_roi["description"]) == {
         "modality",
         "organ_tissue",

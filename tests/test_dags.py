@@ -48,9 +48,12 @@ def test_an_invalid_catalog_entry_is_one_import_error_naming_file_and_field(airf
 
 def test_one_dag_per_catalog_source_and_the_backfill(dagbag):
     sources = {f"medtrinity__{source_id}" for source_id in load_catalog()}
-    assert set(dagbag.dag_ids) == sources | {"medtrinity_backfill", "medtrinity_dataset"}
+    assert set(dagbag.dag_ids) == sources | {"medtrinity_backfill", "medtrinity_dataset", "medtrinity_knowledge_index"}
     backfill = dagbag.get_dag("medtrinity_backfill")
     assert set(backfill.task_ids) == {"find", "trigger"} and set(backfill.params) == {"dry_run", "output_uri"}
+    knowledge = dagbag.get_dag("medtrinity_knowledge_index")
+    assert set(knowledge.task_ids) == {"index", "report"} and knowledge.max_active_runs == 1  # one local writer
+    assert set(knowledge.params) == {"corpus", "location", "format", "recreate"}
 
 
 @pytest.mark.parametrize("source_id", sorted(load_catalog()))
