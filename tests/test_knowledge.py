@@ -133,6 +133,19 @@ def test_an_unreachable_server_and_a_missing_collection_are_one_line_errors(stor
             pass
 
 
+def test_a_reader_waits_for_the_index_run_that_holds_the_local_store_then_says_so(store, monkeypatch):
+    import medtrinity_tasks.knowledge.index as index
+
+    index_corpus(str(DEMO_CORPUS), "demo", store)
+    monkeypatch.setattr(index, "LOCK_WAIT_S", 0.5)
+    with knowledge_client(store, write=True):  # an index run holds the directory
+        with pytest.raises(KnowledgeUnavailable, match="held by an index run for over 0.5 s"):
+            with knowledge_client(store):
+                pass
+    with knowledge_client(store) as client:  # and once it is done, readers get their copy
+        assert client.count(store.knowledge_collection).count == len(corpus_lines())
+
+
 def test_a_missing_local_embedding_model_says_what_to_put_where(store, tmp_path):
     with pytest.raises(KnowledgeUnavailable, match=f"no sentence-embedding model at {tmp_path}.*config.json"):
         DenseEncoder(replace(store, embedding_model=tmp_path))

@@ -102,9 +102,17 @@ def _copy_collection(folder: Path, collection: str, copy: Path) -> None:
             f"no knowledge collection {collection!r} in the local store {folder}: build it with "
             "`medtrinity knowledge index` (the demo corpus by default) or the medtrinity_knowledge_index DAG"
         )
-    with _folder_lock(folder):
-        shutil.copy2(folder / "meta.json", copy / "meta.json")
-        shutil.copytree(source, copy / "collection" / collection)
+    import portalocker
+
+    try:
+        with _folder_lock(folder):
+            shutil.copy2(folder / "meta.json", copy / "meta.json")
+            shutil.copytree(source, copy / "collection" / collection)
+    except portalocker.LockException:
+        raise KnowledgeUnavailable(
+            f"the local knowledge store {folder} has been held by an index run for over {LOCK_WAIT_S} s; run "
+            "again when it has finished, or use a Qdrant server (QDRANT_URL) to index and search at once"
+        ) from None
 
 
 def check_collection(client, settings: Settings, encoder: DenseEncoder) -> None:
