@@ -537,3 +537,22 @@ def test_source_staged_on_s3_runs_from_a_local_mirror_kept_in_step(
     s3.delete_object(Bucket=bucket, Key="staged/dermoscopy/masks/synthetic_0000_segmentation.png")
     again = run_source("site_dermoscopy_s3", progress=lambda line: None, force=True)["counts"]
     assert again["records"] == 7 and not (mirror / "images" / "synthetic_0000.jpg").exists()
+
+
+def test_a_corpus_on_s3_is_indexed_from_its_mirror(s3, moto_endpoint, aws_env, tmp_path, monkeypatch):
+    from medtrinity_tasks.knowledge.index import DEMO_CORPUS, index_corpus
+
+    bucket = _new_bucket(s3)
+    lines = DEMO_CORPUS.read_text().splitlines()[:20]
+    s3.put_object(Bucket=bucket, Key="corpora/statpearls/part-0.jsonl", Body="\n".join(lines[:12]).encode())
+    s3.put_object(Bucket=bucket, Key="corpora/statpearls/part-1.jsonl", Body="\n".join(lines[12:] + ["{x"]).encode())
+    for key, value in {
+        "MEDTRINITY_CACHE_DIR": str(tmp_path / "cache"),
+        "MEDTRINITY_S3_ENDPOINT_URL": moto_endpoint,
+        "MEDTRINITY_KNOWLEDGE_DIR": str(tmp_path / "store"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    result = index_corpus(f"s3://{bucket}/corpora/statpearls", "statpearls", load_settings())
+    assert (result["indexed"], result["points_in_collection"]) == (20, 20)
+    assert result["rejected_by_reason"] == {"malformed JSON line": 1}
+    assert (tmp_path / "cache" / "knowledge" / "statpearls" / "part-1.jsonl").is_file()
