@@ -104,11 +104,11 @@ def plan_shards(
     source = get_source(source_id, settings)
     output_uri = output_uri or settings.output_uri
     store = open_store(output_uri, settings)  # an unreachable store fails here, before any work
-    if settings.knowledge_top_k:
-        check_knowledge(settings)  # and so does a knowledge base that is unreachable, missing or mismatched
     listed = list_inputs(source, settings)[: limit or None]
     if not listed:
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
+    if settings.knowledge_top_k:
+        check_knowledge(settings)  # an unreachable, missing or mismatched knowledge base fails before any shard
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
     if not dry_run:

@@ -6,8 +6,10 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from medtrinity_tasks.errors import SourceNotFound, StoreUnavailable
-from medtrinity_tasks.pipeline import plan_shards, process_shard, run_source
+from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.errors import KnowledgeUnavailable, SourceNotFound, StoreUnavailable
+from medtrinity_tasks.pipeline import build_stages, plan_shards, process_shard, run_source
+from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from medtrinity_tasks.storage.shards import manifest_key, shard_key
 from medtrinity_tasks.storage.store import LocalStore
@@ -49,8 +51,10 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     records = pq.read_table(manifest["shards"][-1]["uri"]).to_pylist()
     assert all(r["provenance"]["licence"] == "CC0-1.0" and r["provenance"]["run_id"] for r in records)
     assert [s["name"] for s in records[0]["provenance"]["stages"]] == [
-        "slice_volumes", "annotation_rois", "expert_rois", "describe_rois", "coarse_caption", "generate_template",
+        "slice_volumes", "annotation_rois", "expert_rois", "describe_rois", "coarse_caption", "retrieve_knowledge",
+        "generate_template",
     ]  # fmt: skip
+    assert all(r["knowledge"] for r in records)  # every record grounded in passages of the demo corpus
     found = [roi for r in records if r["source_relpath"].startswith("imagesTs/") for roi in r["rois"]]
     assert found and all(roi["origin"] == "expert synthetic_ct_lesions 1.0.0" for roi in found)
     assert all(roi["location"] and roi["size"] and roi["shape"] for roi in found)  # described by describe_rois
@@ -107,6 +111,18 @@ def test_unknown_source_and_bad_output_uri_are_clear_errors(inprocess):
         plan_shards("nope")
     with pytest.raises(StoreUnavailable, match="unsupported output URI"):
         plan_shards("synthetic_ct_abdomen", "gs://bucket/x")
+
+
+def test_a_knowledge_base_that_cannot_be_searched_fails_the_plan_and_top_k_0_leaves_retrieval_out(
+    inprocess, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MEDTRINITY_KNOWLEDGE_DIR", str(tmp_path / "never-indexed"))
+    with pytest.raises(KnowledgeUnavailable, match="no knowledge collection .*`medtrinity knowledge index`"):
+        plan_shards("synthetic_ct_abdomen")
+    monkeypatch.setenv("MEDTRINITY_KNOWLEDGE_TOP_K", "0")
+    assert plan_shards("synthetic_ct_abdomen")
+    stages = build_stages(get_source("synthetic_ct_abdomen"), load_settings())
+    assert "retrieve_knowledge" not in [stage.name for stage in stages]
 
 
 def test_cli_prints_one_line_errors(inprocess, tmp_path):

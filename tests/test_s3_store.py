@@ -411,6 +411,7 @@ def _cli_env(aws_env: dict, samples_dir: Path, endpoint: str) -> dict:
         MEDTRINITY_SAMPLES_DIR=str(samples_dir),
         MEDTRINITY_S3_ENDPOINT_URL=endpoint,
         MEDTRINITY_RUNNER="inprocess",
+        MEDTRINITY_KNOWLEDGE_DIR=os.environ["MEDTRINITY_KNOWLEDGE_DIR"],  # the session's index
     )
     return env
 

@@ -84,7 +84,9 @@ class DenseEncoder:
         self.size = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        return self.model.encode(
+            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
 
 def model_directory(settings: Settings) -> Path:
