@@ -33,7 +33,9 @@ demo: .airflow/airflow.db
 	@echo "running DAG medtrinity_knowledge_index on the demo corpus (log: .airflow/demo-knowledge.log) ..."
 	@$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity_knowledge_index > .airflow/demo-knowledge.log 2>&1 \
 		|| { tail -40 .airflow/demo-knowledge.log; echo "demo run failed: see .airflow/demo-knowledge.log"; exit 1; }
-	@echo "knowledge base: $(MEDTRINITY_KNOWLEDGE_DIR)"; echo
+	@grep -h -E "documents, .* chunks|^collection " .airflow/demo-knowledge.log \
+		|| { tail -40 .airflow/demo-knowledge.log; echo "the knowledge index failed: see .airflow/demo-knowledge.log"; exit 1; }
+	@echo
 	@for source in $(SOURCES); do \
 		echo "running DAG medtrinity__$$source with airflow dags test (log: .airflow/demo-$$source.log) ..."; \
 		$(AIRFLOW_ENV) $(BIN)/airflow dags test medtrinity__$$source -c '{"force": true}' > .airflow/demo-$$source.log 2>&1 \
