@@ -1,0 +1,84 @@
+"""An LLM's answer to the five-section description: JSON parsed, repaired when that is safe, and
+scrubbed of anything that looks like personal data.
+
+Safe repairs are the ones that cannot change what the model said: a Markdown code fence around the
+JSON, prose before or after the object, trailing commas, a section given as a list of sentences.
+Anything else (no object, a missing or empty section, a section that is not text) is not guessed
+at: ``OutputInvalid`` carries the reason, for the record to be quarantined with the raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+
+MAX_SECTION_CHARS = 2000
+
+PHI_PATTERNS = {
+    "date": re.compile(r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:19|20)\d{2}|(?:19|20)\d{2}-\d{2}-\d{2})\b"),
+    "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
+    "identifier": re.compile(
+        r"\b(?:MRN|ID|accession|patient(?: id| number)?)\s*(?:no\.?|number|#)?\s*[:#]?\s*[A-Z0-9-]*\d[A-Z0-9-]{3,}",
+        re.I,
+    ),
+    "phone": re.compile(r"(?<![\w.])\+?\d[\d ()-]{7,}\d\b"),
+    "name": re.compile(r"\b(?i:patient|name|mr|mrs|ms|dr)\.?\s*:?\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+"),
+}
+"""Strings that look like personal data in generated text, by kind. Sizes ("24 x 18 mm"), HU values
+and section numbers do not match."""
+REDACTED = "[removed]"
+
+
+class OutputInvalid(ValueError):
+    """The answer cannot be read as the five sections; the message says why."""
+
+
+def scrub_phi(text: str) -> tuple[str, list[str]]:
+    """``text`` with PHI-like strings replaced, and the kinds that were found."""
+    found = []
+    for kind, pattern in PHI_PATTERNS.items():
+        text, count = pattern.subn(REDACTED, text)
+        found += [kind] * bool(count)
+    return text, found
+
+
+def parse_sections(answer: str) -> tuple[dict[str, str], list[str]]:
+    """The five sections of ``answer`` and the notes of what was repaired or removed."""
+    notes = []
+    text = answer.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.S)
+    if fenced:
+        text = fenced.group(1)
+        notes.append("code fence removed")
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise OutputInvalid("no JSON object in the answer")
+    if (start, end) != (0, len(text) - 1):
+        notes.append("text around the JSON object removed")
+    body = text[start : end + 1]
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        repaired = re.sub(r",\s*([}\]])", r"\1", body)
+        try:
+            data = json.loads(repaired)
+        except json.JSONDecodeError as exc:
+            raise OutputInvalid(f"the answer is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        notes.append("trailing commas removed")
+    if not isinstance(data, dict):
+        raise OutputInvalid("the answer's JSON is not an object")
+    sections = {}
+    for name in DESCRIPTION_SECTIONS:
+        value = data.get(name)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = " ".join(v.strip() for v in value)
+            notes.append(f"{name}: sentences joined")
+        if not isinstance(value, str) or not value.strip():
+            raise OutputInvalid(f"section {name!r} is missing or empty")
+        if len(value) > MAX_SECTION_CHARS:
+            raise OutputInvalid(f"section {name!r} is longer than {MAX_SECTION_CHARS} characters")
+        sections[name], removed = scrub_phi(" ".join(value.split()))
+        notes += [f"{name}: {kind} removed" for kind in removed]
+    return sections, notes
