@@ -10,6 +10,7 @@ from pathlib import Path
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.generation import ENGINES
 
 SAMPLE_SOURCE_IDS = (
     "synthetic_chest_xray",
@@ -86,7 +87,7 @@ def _run(args) -> None:
     from medtrinity_tasks.pipeline import run_source
 
     result = run_source(
-        args.source_id, args.out, limit=args.limit, shard_size=args.shard_size, force=args.force,
+        args.source_id, args.out, limit=args.limit, shard_size=args.shard_size, force=args.force, engine=args.engine,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     _print_result(args.source_id, result)
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="use only the first N inputs")
     run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
     run.add_argument("--force", action="store_true", help="redo shards that are already finished")
+    run.add_argument("--engine", choices=ENGINES, default="template", help="what writes the descriptions")
     run.set_defaults(func=_run)
 
     experts = commands.add_parser("experts", help="ROI expert models").add_subparsers(dest="action", required=True)

@@ -87,6 +87,26 @@ class Settings:
     """MEDTRINITY_KNOWLEDGE_TOP_K: passages retrieved per record; 0 leaves retrieval out of the pipeline."""
     knowledge_tokens: int = 400
     """MEDTRINITY_KNOWLEDGE_TOKENS: the most passage text a record carries, in tokens (words and punctuation)."""
+    llm_url: str = "http://127.0.0.1:8000/v1"
+    """MEDTRINITY_LLM_URL: the OpenAI-compatible endpoint of the `openai` engine (vLLM's server in production)."""
+    llm_model: str = "default"
+    """MEDTRINITY_LLM_MODEL: the model name sent with each request."""
+    llm_concurrency: int = 4
+    """MEDTRINITY_LLM_CONCURRENCY: requests in flight per generation actor."""
+    llm_qps: float = 0.0
+    """MEDTRINITY_LLM_QPS: the most requests per second per generation actor; 0: no limit."""
+    llm_timeout_s: float = 120.0
+    """MEDTRINITY_LLM_TIMEOUT_S: seconds one request may take."""
+    llm_retries: int = 3
+    """MEDTRINITY_LLM_RETRIES: retries of a failed request (exponential backoff) before its record is quarantined."""
+    llm_max_tokens: int = 768
+    """MEDTRINITY_LLM_MAX_TOKENS: the most tokens one description may take."""
+    llm_response_format: str = "json_schema"
+    """MEDTRINITY_LLM_RESPONSE_FORMAT: how the answer's JSON schema is asked for: `json_schema` (OpenAI's
+    and vLLM's structured outputs) or `json_object` (llama.cpp's server: a json_object with the schema)."""
+    prompt_image: str = "draw"
+    """MEDTRINITY_PROMPT_IMAGE: `draw` (ROIs drawn on the image), `crop` (around the largest ROI),
+    `plain`, or `none` for a text-only model."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -128,4 +148,13 @@ def load_settings(env: dict | None = None) -> Settings:
         else None,
         knowledge_top_k=_number(env, "MEDTRINITY_KNOWLEDGE_TOP_K", 5),
         knowledge_tokens=_number(env, "MEDTRINITY_KNOWLEDGE_TOKENS", 400),
+        llm_url=(env.get("MEDTRINITY_LLM_URL") or "http://127.0.0.1:8000/v1").rstrip("/"),
+        llm_model=env.get("MEDTRINITY_LLM_MODEL") or "default",
+        llm_concurrency=_number(env, "MEDTRINITY_LLM_CONCURRENCY", 4),
+        llm_qps=_number(env, "MEDTRINITY_LLM_QPS", 0.0, kind=float),
+        llm_timeout_s=_number(env, "MEDTRINITY_LLM_TIMEOUT_S", 120.0, kind=float),
+        llm_retries=_number(env, "MEDTRINITY_LLM_RETRIES", 3),
+        llm_max_tokens=_number(env, "MEDTRINITY_LLM_MAX_TOKENS", 768),
+        llm_response_format=env.get("MEDTRINITY_LLM_RESPONSE_FORMAT") or "json_schema",
+        prompt_image=env.get("MEDTRINITY_PROMPT_IMAGE") or "draw",
     )

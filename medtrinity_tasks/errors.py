@@ -23,3 +23,7 @@ class InputRejected(Exception):
 
 class KnowledgeUnavailable(MedtrinityError):
     """The knowledge base cannot be used: names the server, store or model, and what to do."""
+
+
+class EngineUnavailable(MedtrinityError):
+    """A description engine cannot be reached: names the URL and how to start a server."""

@@ -19,6 +19,7 @@ from medtrinity_tasks import PIPELINE_VERSION
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.generation import ENGINES
+from medtrinity_tasks.generation.openai_engine import OpenAIDescription, check_server
 from medtrinity_tasks.generation.template import TemplateDescription
 from medtrinity_tasks.knowledge.retrieval import RetrieveKnowledge, check_knowledge
 from medtrinity_tasks.preprocess.captions import CoarseCaption
@@ -65,7 +66,7 @@ LOADERS = {
 """The first stage per source layout: input files -> 2D image rows with their label slices, or rejects."""
 
 
-DESCRIBERS = {"template": TemplateDescription}
+DESCRIBERS = {"template": TemplateDescription, "openai": OpenAIDescription}
 """The description stage per engine name (``generation.ENGINES``)."""
 
 
@@ -80,7 +81,7 @@ def build_stages(source: SourceEntry, settings: Settings, engine: str = "templat
         *([DescribeRois(source, expert)] if expert else []),  # the experts' masks -> described ROIs (CPU)
         CoarseCaption(source),  # metadata -> coarse caption
         *([RetrieveKnowledge(settings)] if settings.knowledge_top_k else []),  # caption + ROIs -> passages
-        DESCRIBERS[engine](),  # facts -> five-section description
+        DESCRIBERS[engine](settings),  # facts -> five-section description
     ]
 
 
@@ -109,6 +110,8 @@ def plan_shards(
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
     if settings.knowledge_top_k:
         check_knowledge(settings)  # an unreachable, missing or mismatched knowledge base fails before any shard
+    if engine == "openai" and not dry_run:
+        check_server(settings)  # and so does an LLM server that does not answer
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
     if not dry_run:
@@ -401,10 +404,11 @@ def run_source(
     limit: int | None = None,
     shard_size: int | None = None,
     force: bool = False,
+    engine: str = "template",
     progress=print,
 ) -> dict:
     """Plan, process, gate and publish one source without Airflow (the ``medtrinity run`` command)."""
-    shards = plan_shards(source_id, output_uri, limit=limit, shard_size=shard_size, force=force)
+    shards = plan_shards(source_id, output_uri, limit=limit, shard_size=shard_size, force=force, engine=engine)
     total_inputs = sum(len(s["inputs"]) for s in shards)
     progress(f"{source_id}: {total_inputs} usable inputs in {len(shards)} shard(s)")
     summaries = []

@@ -48,7 +48,16 @@ KNOWLEDGE = pa.struct(
 
 DESCRIPTION = pa.struct([(name, pa.string()) for name in DESCRIPTION_SECTIONS])
 
-GENERATOR = pa.struct([("engine", pa.string()), ("model", pa.string()), ("prompt_version", pa.string())])
+GENERATOR = pa.struct(
+    [
+        ("engine", pa.string()),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+        ("tokens_in", pa.int32()),  # as the engine counted them; null for the template engine
+        ("tokens_out", pa.int32()),
+        ("latency_s", pa.float64()),  # the request's wall time, retries included
+    ]
+)
 
 QUALITY = pa.struct([("suite", pa.string()), ("passed", pa.bool_()), ("failures", pa.list_(pa.string()))])
 

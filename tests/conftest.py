@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ from medtrinity_tasks.sources.samples import SAMPLE_SOURCES
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SOURCE_ID = "synthetic_ct_abdomen"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, read, released), for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

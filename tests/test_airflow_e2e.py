@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medtrinity_tasks.sources.samples import UNLABELLED_CASES
-from tests.conftest import BIN, SOURCE_ID, airflow_env
+from tests.conftest import BIN, SOURCE_ID, airflow_env, free_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -162,7 +162,7 @@ def test_failures_are_mailed_through_airflows_smtp_notifier_when_configured(airf
             received.append(envelope)
             return "250 OK"
 
-    port = _free_port()
+    port = free_port()
     controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -185,11 +185,3 @@ def test_failures_are_mailed_through_airflows_smtp_notifier_when_configured(airf
     text = mail.content.decode(errors="replace")
     assert "medtrinity__synthetic_dermoscopy: task plan failed (try 1)" in text
     assert str(tmp_path) not in text  # no error text, so no file names, in mail
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, free_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 PG_USER = os.environ.get("PGUSER", "postgres")
@@ -23,12 +23,6 @@ def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def test_celery_workers_on_postgres_run_two_sources_at_once(postgres_database, s
         pytest.skip("Redis is not listening on 127.0.0.1:6379: the production-shaped Airflow test needs it")
     import psycopg2
 
-    port = _free_port()
+    port = free_port()
     queue = f"medtrinity-{uuid.uuid4().hex[:8]}"  # keeps this worker off any other Celery queue on the Redis
     env = {
         **os.environ,

@@ -33,6 +33,7 @@ from medtrinity_tasks.errors import StoreUnavailable
 from medtrinity_tasks.sources.catalog import CATALOG_DIR
 from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from medtrinity_tasks.storage import LocalStore, S3Store, Store, open_store
+from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
 SOURCE_ID = "synthetic_ct_abdomen"
@@ -52,13 +53,6 @@ AWS_LEAKS = (
     "AWS_ENDPOINT_URL_S3",
     "MEDTRINITY_S3_ENDPOINT_URL",
 )
-
-
-def _free_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _isolated_aws_env(base: dict, tmp: Path) -> dict:
@@ -98,7 +92,7 @@ def moto_endpoint(aws_env, tmp_path_factory) -> str:
     binary = BIN / "moto_server"
     if not binary.exists():
         pytest.skip(f"{binary} not installed (pip install 'moto[server]')")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with open(log, "wb") as log_file:
@@ -363,7 +357,7 @@ def test_missing_bucket_names_the_bucket(moto_endpoint):
 
 
 def test_unreachable_endpoint_fails_fast_and_says_so(aws_env):
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as err:
         open_store("s3://bucket/prefix", load_settings({"MEDTRINITY_S3_ENDPOINT_URL": endpoint}))
@@ -475,7 +469,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -
 
 
 def test_cli_unreachable_endpoint_is_one_line_error(aws_env, samples_dir):
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     result = subprocess.run(
         [str(BIN / "medtrinity"), "run", SOURCE_ID, "--out", "s3://some-bucket/runs"],

@@ -18,7 +18,7 @@ from medtrinity_tasks.knowledge.retrieval import within_budget
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 PROMPT_VERSION = "medtrinity-v1"
-IMAGE_MODES = ("draw", "crop", "plain")
+IMAGE_MODES = ("draw", "crop", "plain", "none")
 CROP_MARGIN = 0.25
 """Context kept around the largest ROI when the image is cropped, as a share of its box's size."""
 
@@ -29,9 +29,13 @@ SECTION_GUIDE = {
     "roi_texture": "how the region looks: density or intensity, texture, margin, shape",
     "region_relationship": "how the region relates to its surroundings, and the disease it most likely shows",
 }
+SECTION_MAX_CHARS = 1000
 OUTPUT_SCHEMA = {
     "type": "object",
-    "properties": {name: {"type": "string", "description": SECTION_GUIDE[name]} for name in DESCRIPTION_SECTIONS},
+    "properties": {
+        name: {"type": "string", "minLength": 1, "maxLength": SECTION_MAX_CHARS, "description": SECTION_GUIDE[name]}
+        for name in DESCRIPTION_SECTIONS
+    },
     "required": list(DESCRIPTION_SECTIONS),
     "additionalProperties": False,
 }
@@ -66,8 +70,8 @@ def prompt_image(row: dict, mode: str = "draw") -> bytes:
 
     from medtrinity_tasks.browser.overlay import draw_rois
 
-    if mode not in IMAGE_MODES:
-        raise ValueError(f"image mode must be one of {IMAGE_MODES}, got {mode!r}")
+    if mode not in IMAGE_MODES[:3]:
+        raise ValueError(f"image mode must be one of {IMAGE_MODES[:3]}, got {mode!r}")
     png, rois = row["image"]["bytes"], row.get("rois") or []
     if mode == "plain" or not rois:
         return png
@@ -89,24 +93,19 @@ def prompt_image(row: dict, mode: str = "draw") -> bytes:
 
 def render(row: dict, knowledge_tokens: int, image_mode: str = "draw") -> list[dict]:
     """The chat messages for ``row``: a system message with the instructions, a user message with
-    the image and the quoted facts and passages (passages cut to ``knowledge_tokens``)."""
+    the image (none for a text-only model) and the quoted facts and passages (passages cut to
+    ``knowledge_tokens``)."""
     passages = [
         {"id": p["id"], "title": p.get("title"), "text": p["text"]}
         for p in within_budget(row.get("knowledge") or [], knowledge_tokens)
     ]
-    image = base64.b64encode(prompt_image(row, image_mode)).decode()
     text = (
         "FACTS:\n" + json.dumps(facts(row), ensure_ascii=False)
         + "\nPASSAGES:\n" + json.dumps(passages, ensure_ascii=False)
         + "\nDescribe the image in the five fields, as JSON."
     )  # fmt: skip
-    return [
-        {"role": "system", "content": SYSTEM},
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
-                {"type": "text", "text": text},
-            ],
-        },
-    ]
+    content = [{"type": "text", "text": text}]
+    if image_mode != "none":
+        image = base64.b64encode(prompt_image(row, image_mode)).decode()
+        content.insert(0, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}})
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]

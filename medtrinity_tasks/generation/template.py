@@ -7,6 +7,7 @@ engine's output is compared against.
 
 from __future__ import annotations
 
+from medtrinity_tasks.config import Settings
 from medtrinity_tasks.preprocess.captions import image_kind, join_words
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
@@ -82,6 +83,9 @@ def description_text(sections: dict[str, str]) -> str:
 class TemplateDescription(Stage):
     name = "generate_template"
     version = PROMPT_VERSION
+
+    def __init__(self, settings: Settings | None = None):
+        """Takes the settings as every engine's stage does; it needs none."""
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         out = []

@@ -1,0 +1,138 @@
+"""The ``openai`` engine: descriptions from any OpenAI-compatible chat endpoint (vLLM's server in
+production, llama.cpp's in the tests), requested as JSON matching the prompt's schema.
+
+Each actor of the stage keeps one HTTP client and sends a batch's requests concurrently (at most
+MEDTRINITY_LLM_CONCURRENCY in flight, at most MEDTRINITY_LLM_QPS started per second), each with a
+timeout and retried with exponential backoff on connection errors, time-outs and server errors. A
+record whose request still fails, or whose answer cannot be read as the five sections, is
+quarantined with the reason (and the raw answer kept in its ``description_text``); the batch goes on.
+
+Ray's ``ray.data.llm`` HTTP processor is a Dataset transformation of its own, outside the stage
+model every runner shares, so the client lives in the stage instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from medtrinity_tasks.config import Settings
+from medtrinity_tasks.errors import EngineUnavailable
+from medtrinity_tasks.generation.parsing import OutputInvalid, parse_sections
+from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
+from medtrinity_tasks.generation.template import description_text
+from medtrinity_tasks.stages.base import Resources, Stage
+
+BACKOFF_S = 0.5
+"""The first retry's wait; each later one waits twice as long."""
+
+
+def check_server(settings: Settings) -> None:
+    """Fail now, naming the URL and how to start a server, if the endpoint does not answer."""
+    import httpx
+
+    try:
+        httpx.get(f"{settings.llm_url}/models", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise EngineUnavailable(
+            f"no OpenAI-compatible server answers at {settings.llm_url} ({type(exc).__name__}: {exc}); start one "
+            "(vLLM: `vllm serve MODEL`; llama.cpp: `python -m llama_cpp.server --model FILE.gguf`) or set "
+            "MEDTRINITY_LLM_URL"
+        ) from None
+
+
+def response_format(dialect: str) -> dict:
+    """The request's ``response_format`` asking for ``OUTPUT_SCHEMA``, as the server understands it."""
+    if dialect == "json_schema":  # OpenAI's structured outputs, which vLLM serves
+        return {"type": "json_schema", "json_schema": {"name": "description", "schema": OUTPUT_SCHEMA, "strict": True}}
+    if dialect == "json_object":  # llama.cpp's server
+        return {"type": "json_object", "schema": OUTPUT_SCHEMA}
+    raise EngineUnavailable(f"MEDTRINITY_LLM_RESPONSE_FORMAT must be json_schema or json_object, got {dialect!r}")
+
+
+class _RateLimit:
+    """Spaces request starts at least 1/qps seconds apart across the actor's threads."""
+
+    def __init__(self, qps: float):
+        self.interval = 1 / qps if qps > 0 else 0.0
+        self.next_start = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        time.sleep(max(0.0, start - now))
+
+
+class OpenAIDescription(Stage):
+    name = "generate_openai"
+    version = PROMPT_VERSION
+    batch_size = 16
+    resources = Resources(cpus=0.5)  # waits on the server; the prompt's PNG is its only CPU work
+
+    def __init__(self, settings: Settings):
+        response_format(settings.llm_response_format)  # a wrong setting fails when the stage is built
+        self.settings = settings
+
+    def setup(self) -> None:
+        import httpx
+
+        check_server(self.settings)
+        self.client = httpx.Client(base_url=self.settings.llm_url, timeout=self.settings.llm_timeout_s)
+        self.rate = _RateLimit(self.settings.llm_qps)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        with ThreadPoolExecutor(max_workers=self.settings.llm_concurrency) as pool:
+            return list(pool.map(self.describe, rows))
+
+    def describe(self, row: dict) -> dict:
+        started = time.monotonic()
+        messages = render(row, self.settings.knowledge_tokens, self.settings.prompt_image)
+        try:
+            reply = self.request(messages)
+        except Exception as exc:  # retried and still failing: this record only
+            return dict(row, quarantine_reasons=[f"generation_failed: {type(exc).__name__}: {exc}"])
+        answer = reply["choices"][0]["message"].get("content") or ""
+        usage = reply.get("usage") or {}
+        generator = {
+            "engine": "openai",
+            "model": reply.get("model") or self.settings.llm_model,
+            "prompt_version": PROMPT_VERSION,
+            "tokens_in": usage.get("prompt_tokens"),
+            "tokens_out": usage.get("completion_tokens"),
+            "latency_s": round(time.monotonic() - started, 3),
+        }
+        try:
+            sections, _ = parse_sections(answer)
+        except OutputInvalid as exc:
+            return dict(
+                row, generator=generator, description_text=answer, quarantine_reasons=[f"output_invalid: {exc}"]
+            )
+        return dict(row, description=sections, description_text=description_text(sections), generator=generator)
+
+    def request(self, messages: list[dict]) -> dict:
+        import httpx
+
+        body = {
+            "model": self.settings.llm_model,
+            "messages": messages,
+            "max_tokens": self.settings.llm_max_tokens,
+            "temperature": 0.0,
+            "response_format": response_format(self.settings.llm_response_format),
+        }
+        for attempt in range(self.settings.llm_retries + 1):
+            self.rate.wait()
+            try:
+                response = self.client.post("/chat/completions", json=body)
+                if response.status_code < 500:
+                    response.raise_for_status()  # a 4xx is the request's fault: retrying cannot help
+                    return response.json()
+                error = httpx.HTTPStatusError(f"server error {response.status_code}", request=None, response=response)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                error = exc
+            if attempt < self.settings.llm_retries:
+                time.sleep(BACKOFF_S * 2**attempt)
+        raise error
