@@ -68,6 +68,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/roi.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/generation.py
 
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db
