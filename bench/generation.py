@@ -25,11 +25,9 @@ The last line is
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -49,26 +47,11 @@ def main() -> None:
     from medtrinity_tasks.generation.openai_engine import OpenAIDescription, response_format
     from medtrinity_tasks.generation.prompt import render
     from medtrinity_tasks.knowledge.index import DEMO_CORPUS
-    from tests.conftest import free_port
-    from tests.test_openai_engine import rows
+    from tests.test_openai_engine import rows, start_llama_server
 
     tmp = Path(tempfile.mkdtemp(prefix="medtrinity-bench-generation-"))
-    model = gguf.assemble(tmp / gguf.MODEL_NAME)
-    port = free_port()
-    with open(tmp / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "4096"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
+    server, url, _ = start_llama_server(gguf.assemble(tmp / gguf.MODEL_NAME), tmp)
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         passages = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines()[1:6]]
         knowledge = [{"id": p["id"], "title": p["title"], "text": p["content"], "score": 1.0} for p in passages]
         records = [dict(row, knowledge=knowledge) for row in rows(RECORDS)]
