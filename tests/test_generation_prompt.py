@@ -58,6 +58,11 @@ def test_the_image_the_model_sees(mode, size):
     assert prompt_image(dict(record(), rois=[]), mode) == record()["image"]["bytes"]  # nothing to show
 
 
+def test_a_text_only_prompt_is_one_plain_string():
+    messages = render(record(), knowledge_tokens=0, image_mode="none")
+    assert isinstance(messages[1]["content"], str) and messages[1]["content"].startswith("FACTS:")
+
+
 def test_facts_hold_only_what_the_record_states():
     assert facts(record())["regions"] == [
         {"label": INJECTION, "location": "left kidney", "area_fraction": 0.03}

@@ -114,7 +114,7 @@ def test_the_openai_engine_describes_records_through_llama_cpp_inside_ray(llama_
         else:
             assert set(row["description"]) == set(DESCRIPTION_SECTIONS) and all(row["description"].values())
         assert generator["engine"] == "openai" and generator["prompt_version"] == OpenAIDescription.version
-        assert generator["tokens_in"] > 100 and generator["tokens_out"] > 0 and generator["latency_s"] > 0
+        assert generator["tokens_in"] > 250 and generator["tokens_out"] > 0 and generator["latency_s"] > 0  # facts read
     assert described  # the schema-constrained answers of even a tiny base model parse
 
 

@@ -104,8 +104,11 @@ def render(row: dict, knowledge_tokens: int, image_mode: str = "draw") -> list[d
         + "\nPASSAGES:\n" + json.dumps(passages, ensure_ascii=False)
         + "\nDescribe the image in the five fields, as JSON."
     )  # fmt: skip
-    content = [{"type": "text", "text": text}]
-    if image_mode != "none":
-        image = base64.b64encode(prompt_image(row, image_mode)).decode()
-        content.insert(0, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}})
+    if image_mode == "none":  # plain text: the one user-message form every chat template reads
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+    image = base64.b64encode(prompt_image(row, image_mode)).decode()
+    content = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+        {"type": "text", "text": text},
+    ]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
