@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-RECORDS = 10
+RECORDS = 8
 MAX_TOKENS = 96
 REPEATS = 2
 TARGET = 0.85
