@@ -46,3 +46,27 @@ def test_a_laterality_change_changes_the_text():
     left = make_record(rois=[dict(make_record()["rois"][0], location="left posterior abdomen, within the spleen")])
     assert "left posterior abdomen" in describe(left)["roi_location"]
     assert TemplateDescription().needs_actor is False
+
+
+def passage(pid: str, text: str) -> dict:
+    return {"id": pid, "corpus": "demo", "title": pid, "score": 1.0, "text": text}
+
+
+def test_background_quotes_the_best_ranked_passage_that_names_the_disease_and_cites_it():
+    knowledge = [
+        passage("kidney-1", "The kidneys lie in the retroperitoneum. Renal cysts are common."),
+        passage("liver-7", "The liver is the largest solid organ. A liver tumour may be primary or metastatic."),
+        passage("liver-9", "Any liver tumour is staged by size."),
+    ]
+    text = describe(make_record(knowledge=knowledge))["region_relationship"]
+    assert text.endswith('Background [liver-7]: "A liver tumour may be primary or metastatic."')
+
+
+def test_background_falls_back_to_the_organ_and_is_left_out_when_no_passage_names_either():
+    organ_only = [passage("liver-1", "Hepatic lesions vary. The liver has eight segments.")]
+    assert describe(make_record(knowledge=organ_only))["region_relationship"].endswith(
+        'Background [liver-1]: "The liver has eight segments."'
+    )
+    unrelated = [passage("skin-1", "Melanoma arises from melanocytes.")]
+    assert "Background" not in describe(make_record(knowledge=unrelated))["region_relationship"]
+    assert "Background" not in describe(make_record(knowledge=[]))["region_relationship"]

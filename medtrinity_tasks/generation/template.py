@@ -1,11 +1,16 @@
-"""The ``template`` engine: a deterministic, grounded description composed from the record's facts.
+"""The ``template`` engine: a deterministic, grounded description composed from the record's facts
+and its retrieved passages.
 
 It states only what the record holds (modality, anatomy, ROI boxes, locations and textures, the
-annotated diseases), so it cannot hallucinate; it is the CPU default and the baseline an LLM
-engine's output is compared against.
+annotated diseases), so it cannot hallucinate; the region-relationship section adds one sentence of
+background from the best-ranked passage that names the record's disease (or its organ), quoted and
+cited by the passage's id. It is the CPU default and the baseline an LLM engine's output is
+compared against.
 """
 
 from __future__ import annotations
+
+import re
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.preprocess.captions import image_kind, join_words
@@ -13,7 +18,7 @@ from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
 from medtrinity_tasks.stages.base import Stage
 
-PROMPT_VERSION = "template-v1"
+PROMPT_VERSION = "template-v2"
 SECTION_TITLES = {
     "modality": "Modality",
     "organ_tissue": "Organ and tissue",
@@ -22,6 +27,9 @@ SECTION_TITLES = {
     "region_relationship": "Region relationship",
 }
 MAX_ROIS_NAMED = 3
+MAX_BACKGROUND_CHARS = 300
+"""The longest background sentence quoted from a passage."""
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def _place(roi: dict) -> str:
@@ -35,6 +43,24 @@ def _appearance(roi: dict) -> str:
     if margin and "not assessable" not in margin:
         words += f"{' ' if words else ''}with a {margin}"
     return f"The {roi['label']} is {words + '; ' if words else ''}{roi['texture']}."
+
+
+def background(record: dict) -> str:
+    """One sentence of background from the best-ranked passage that names one of the record's
+    diseases (failing that, its organ), quoted with its id: ' Background [ID]: "..."'; empty when
+    no passage names either."""
+    sentences = [
+        (passage["id"], sentence)
+        for passage in record.get("knowledge") or []
+        for sentence in _SENTENCE.split(" ".join(passage["text"].split()))
+        if len(sentence) <= MAX_BACKGROUND_CHARS
+    ]
+    for terms in (record.get("diseases") or [], [record.get("organ") or ""]):
+        terms = [term.lower() for term in terms if term]
+        for passage_id, sentence in sentences:
+            if any(term in sentence.lower() for term in terms):
+                return f' Background [{passage_id}]: "{sentence}"'
+    return ""
 
 
 def describe(record: dict) -> dict[str, str]:
@@ -73,6 +99,7 @@ def describe(record: dict) -> dict[str, str]:
             + (f", with the {join_words(neighbours)} also in view" if neighbours else "")
             + f"; the appearance is consistent with the annotated {join_words(record['diseases'])}."
         )
+    sections["region_relationship"] += background(record)
     return {name: sections[name] for name in DESCRIPTION_SECTIONS}
 
 
