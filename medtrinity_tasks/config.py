@@ -104,6 +104,17 @@ class Settings:
     llm_response_format: str = "json_schema"
     """MEDTRINITY_LLM_RESPONSE_FORMAT: how the answer's JSON schema is asked for: `json_schema` (OpenAI's
     and vLLM's structured outputs) or `json_object` (llama.cpp's server: a json_object with the schema)."""
+    vllm_model: str | None = None
+    """MEDTRINITY_VLLM_MODEL: the `vllm` engine's model, a local directory (or a model id the cluster's
+    nodes can load); required by that engine."""
+    vllm_gpus: int = 1
+    """MEDTRINITY_VLLM_GPUS: GPUs per vLLM engine replica (its tensor-parallel size)."""
+    vllm_replicas: int = 1
+    """MEDTRINITY_VLLM_REPLICAS: vLLM engine replicas per shard, each on its own GPU actor(s)."""
+    vllm_batch_size: int = 32
+    """MEDTRINITY_VLLM_BATCH_SIZE: records handed to a vLLM engine replica at a time."""
+    vllm_max_model_len: int = 8192
+    """MEDTRINITY_VLLM_MAX_MODEL_LEN: the engine's context length in tokens (prompt and answer)."""
     prompt_image: str = "draw"
     """MEDTRINITY_PROMPT_IMAGE: `draw` (ROIs drawn on the image), `crop` (around the largest ROI),
     `plain`, or `none` for a text-only model."""
@@ -156,5 +167,10 @@ def load_settings(env: dict | None = None) -> Settings:
         llm_retries=_number(env, "MEDTRINITY_LLM_RETRIES", 3),
         llm_max_tokens=_number(env, "MEDTRINITY_LLM_MAX_TOKENS", 768),
         llm_response_format=env.get("MEDTRINITY_LLM_RESPONSE_FORMAT") or "json_schema",
+        vllm_model=env.get("MEDTRINITY_VLLM_MODEL") or None,
+        vllm_gpus=_number(env, "MEDTRINITY_VLLM_GPUS", 1),
+        vllm_replicas=_number(env, "MEDTRINITY_VLLM_REPLICAS", 1),
+        vllm_batch_size=_number(env, "MEDTRINITY_VLLM_BATCH_SIZE", 32),
+        vllm_max_model_len=_number(env, "MEDTRINITY_VLLM_MAX_MODEL_LEN", 8192),
         prompt_image=env.get("MEDTRINITY_PROMPT_IMAGE") or "draw",
     )

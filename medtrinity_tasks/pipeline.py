@@ -21,6 +21,7 @@ from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.generation import ENGINES
 from medtrinity_tasks.generation.openai_engine import OpenAIDescription, check_server
 from medtrinity_tasks.generation.template import TemplateDescription
+from medtrinity_tasks.generation.vllm_engine import VLLMDescription, check_vllm
 from medtrinity_tasks.knowledge.retrieval import RetrieveKnowledge, check_knowledge
 from medtrinity_tasks.preprocess.captions import CoarseCaption
 from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
@@ -66,7 +67,7 @@ LOADERS = {
 """The first stage per source layout: input files -> 2D image rows with their label slices, or rejects."""
 
 
-DESCRIBERS = {"template": TemplateDescription, "openai": OpenAIDescription}
+DESCRIBERS = {"template": TemplateDescription, "openai": OpenAIDescription, "vllm": VLLMDescription}
 """The description stage per engine name (``generation.ENGINES``)."""
 
 
@@ -112,6 +113,8 @@ def plan_shards(
         check_knowledge(settings)  # an unreachable, missing or mismatched knowledge base fails before any shard
     if engine == "openai" and not dry_run:
         check_server(settings)  # and so does an LLM server that does not answer
+    if engine == "vllm" and not dry_run:
+        check_vllm(settings)  # or a vLLM engine that cannot start here
     run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
     rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
     if not dry_run:

@@ -124,7 +124,7 @@ def test_the_browser_plugin_registers_its_app_and_its_navigation_entry(airflow_h
     ("change", "reason"),
     [
         ({"limit": -1}, "-1 is less than the minimum of 0"),
-        ({"engine": "gpt"}, "'gpt' is not one of ['template', 'openai']"),
+        ({"engine": "gpt"}, "'gpt' is not one of ['template', 'openai', 'vllm']"),
         ({"dry_run": "yes"}, "'yes' is not of type 'boolean'"),
     ],
 )

@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
-from medtrinity_tasks.generation.parsing import OutputInvalid, parse_sections
+from medtrinity_tasks.generation.parsing import with_answer
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
-from medtrinity_tasks.generation.template import description_text
 from medtrinity_tasks.stages.base import Resources, Stage
 
 BACKOFF_S = 0.5
@@ -105,13 +104,7 @@ class OpenAIDescription(Stage):
             "tokens_out": usage.get("completion_tokens"),
             "latency_s": round(time.monotonic() - started, 3),
         }
-        try:
-            sections, _ = parse_sections(answer)
-        except OutputInvalid as exc:
-            return dict(
-                row, generator=generator, description_text=answer, quarantine_reasons=[f"output_invalid: {exc}"]
-            )
-        return dict(row, description=sections, description_text=description_text(sections), generator=generator)
+        return with_answer(row, answer, generator)
 
     def request(self, messages: list[dict]) -> dict:
         import httpx

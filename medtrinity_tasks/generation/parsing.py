@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 
+from medtrinity_tasks.generation.template import description_text
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 MAX_SECTION_CHARS = 2000
@@ -82,3 +83,13 @@ def parse_sections(answer: str) -> tuple[dict[str, str], list[str]]:
         sections[name], removed = scrub_phi(" ".join(value.split()))
         notes += [f"{name}: {kind} removed" for kind in removed]
     return sections, notes
+
+
+def with_answer(row: dict, answer: str, generator: dict) -> dict:
+    """``row`` described by an LLM's ``answer``, or quarantined as ``output_invalid`` with the raw
+    answer kept in its ``description_text`` for inspection."""
+    try:
+        sections, _ = parse_sections(answer)
+    except OutputInvalid as exc:
+        return dict(row, generator=generator, description_text=answer, quarantine_reasons=[f"output_invalid: {exc}"])
+    return dict(row, description=sections, description_text=description_text(sections), generator=generator)

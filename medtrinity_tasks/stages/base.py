@@ -16,6 +16,12 @@ from medtrinity_tasks.errors import InputRejected
 log = logging.getLogger(__name__)
 
 
+def is_live(row: dict) -> bool:
+    """Whether a stage should work on ``row``: it stands neither for a rejected input nor for a
+    quarantined record."""
+    return not (row.get("reject_reason") or row.get("quarantine_reasons"))
+
+
 @dataclass(frozen=True)
 class Resources:
     cpus: float = 1.0
@@ -46,7 +52,7 @@ class Stage:
     def __call__(self, rows: list[dict]) -> list[dict]:
         live, parked = [], []
         for row in rows:
-            (parked if row.get("reject_reason") or row.get("quarantine_reasons") else live).append(row)
+            (live if is_live(row) else parked).append(row)
         if not live:
             return parked
         try:
@@ -76,3 +82,12 @@ class InputStage(Stage):
             except InputRejected as reject:
                 out.append(dict(row, reject_reason=str(reject)))
         return out
+
+
+class DatasetStage(Stage):
+    """A stage that is a whole Ray Data transformation rather than a function of one batch (a
+    ``ray.data.llm`` processor, which schedules its own steps and GPU actors). Only the Ray runner
+    runs it: ``transform`` gets the live rows' Dataset and returns theirs, rows of ``ROW_SCHEMA``."""
+
+    def transform(self, dataset):
+        raise NotImplementedError

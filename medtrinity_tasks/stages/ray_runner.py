@@ -2,7 +2,9 @@
 
 Stages with ``setup`` or GPUs run in an actor pool (the model loads once per actor); the others run
 as stateless tasks. Rows travel as Arrow tables of ``records.ROW_SCHEMA``, so every block has the
-same schema whichever stage produced it. This is the only module of the library that imports Ray.
+same schema whichever stage produced it. A ``DatasetStage`` (a ``ray.data.llm`` processor) transforms
+the live rows' Dataset as a whole; rows standing for rejects and quarantines go around it. Besides
+the ``vllm`` engine's processor, this is the only module of the library that imports Ray.
 
 An actor call costs Ray about 14 ms on a 2-core machine whatever its size (the block's ~90 Arrow
 arrays serialised both ways, the task's bookkeeping), as much as a small model's forward pass over a
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import pyarrow as pa
 import ray
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.records import ROW_SCHEMA, rows_to_table
-from medtrinity_tasks.stages.base import Stage
+from medtrinity_tasks.stages.base import DatasetStage, Stage, is_live
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -59,6 +62,20 @@ def _apply(batch: pa.Table, stage: Stage) -> pa.Table:
     return rows_to_table(stage(batch.to_pylist()))
 
 
+def _as_rows(batch: pa.Table) -> pa.Table:
+    return rows_to_table(batch.to_pylist())
+
+
+def _around(stage: DatasetStage, ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``stage`` applied to the live rows, the others passed around it; upstream runs once."""
+    ds = ds.materialize()
+    with warnings.catch_warnings():  # "use expr": liveness reads two columns, one of them a list
+        warnings.simplefilter("ignore", UserWarning)
+        live = ds.filter(is_live)
+        parked = ds.filter(lambda row: not is_live(row))
+    return stage.transform(live).union(parked).map_batches(_as_rows, batch_format="pyarrow")
+
+
 class _StageActor:
     """Holds one stage per actor so ``setup`` runs once per worker, not once per batch."""
 
@@ -88,7 +105,9 @@ def run_ray(stages: list[Stage], rows: list[dict], settings: Settings, max_actor
             num_gpus=stage.resources.gpus or None,
             memory=stage.resources.memory_bytes,
         )
-        if stage.needs_actor:
+        if isinstance(stage, DatasetStage):
+            ds = _around(stage, ds)
+        elif stage.needs_actor:
             ds = ds.map_batches(
                 _StageActor,
                 fn_constructor_args=(stage,),
