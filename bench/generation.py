@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-RECORDS = 8
-MAX_TOKENS = 96
+RECORDS = 4
+MAX_TOKENS = 64
 REPEATS = 2
 TARGET = 0.85
 
