@@ -41,12 +41,12 @@ def check_server(settings: Settings) -> None:
         ) from None
 
 
-def response_format(dialect: str) -> dict:
-    """The request's ``response_format`` asking for ``OUTPUT_SCHEMA``, as the server understands it."""
+def response_format(dialect: str, schema: dict = OUTPUT_SCHEMA, name: str = "description") -> dict:
+    """The request's ``response_format`` asking for JSON matching ``schema``, as the server understands it."""
     if dialect == "json_schema":  # OpenAI's structured outputs, which vLLM serves
-        return {"type": "json_schema", "json_schema": {"name": "description", "schema": OUTPUT_SCHEMA, "strict": True}}
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
     if dialect == "json_object":  # llama.cpp's server
-        return {"type": "json_object", "schema": OUTPUT_SCHEMA}
+        return {"type": "json_object", "schema": schema}
     raise EngineUnavailable(f"MEDTRINITY_LLM_RESPONSE_FORMAT must be json_schema or json_object, got {dialect!r}")
 
 
@@ -66,47 +66,21 @@ class _RateLimit:
         time.sleep(max(0.0, start - now))
 
 
-class OpenAIDescription(Stage):
-    name = "generate_openai"
-    version = PROMPT_VERSION
-    batch_size = 16
-    resources = Resources(cpus=0.5)  # waits on the server; the prompt's PNG is its only CPU work
+class ChatClient:
+    """One OpenAI-compatible endpoint as an actor uses it: one HTTP client, request starts spaced by
+    the QPS limit across threads, each request retried with exponential backoff on connection
+    errors, time-outs and server errors (a 4xx is the request's fault and is not retried)."""
 
     def __init__(self, settings: Settings):
-        response_format(settings.llm_response_format)  # a wrong setting fails when the stage is built
-        self.settings = settings
-
-    def setup(self) -> None:
         import httpx
 
-        check_server(self.settings)
-        self.client = httpx.Client(base_url=self.settings.llm_url, timeout=self.settings.llm_timeout_s)
-        self.rate = _RateLimit(self.settings.llm_qps)
+        check_server(settings)
+        self.settings = settings
+        self.client = httpx.Client(base_url=settings.llm_url, timeout=settings.llm_timeout_s)
+        self.rate = _RateLimit(settings.llm_qps)
 
-    def process_batch(self, rows: list[dict]) -> list[dict]:
-        with ThreadPoolExecutor(max_workers=self.settings.llm_concurrency) as pool:
-            return list(pool.map(self.describe, rows))
-
-    def describe(self, row: dict) -> dict:
-        started = time.monotonic()
-        messages = render(row, self.settings.knowledge_tokens, self.settings.prompt_image)
-        try:
-            reply = self.request(messages)
-        except Exception as exc:  # retried and still failing: this record only
-            return dict(row, quarantine_reasons=[f"generation_failed: {type(exc).__name__}: {exc}"])
-        answer = reply["choices"][0]["message"].get("content") or ""
-        usage = reply.get("usage") or {}
-        generator = {
-            "engine": "openai",
-            "model": reply.get("model") or self.settings.llm_model,
-            "prompt_version": PROMPT_VERSION,
-            "tokens_in": usage.get("prompt_tokens"),
-            "tokens_out": usage.get("completion_tokens"),
-            "latency_s": round(time.monotonic() - started, 3),
-        }
-        return with_answer(row, answer, generator)
-
-    def request(self, messages: list[dict]) -> dict:
+    def complete(self, messages: list[dict], schema: dict, name: str = "description") -> dict:
+        """The server's reply to ``messages``, its answer asked for as JSON matching ``schema``."""
         import httpx
 
         body = {
@@ -114,7 +88,7 @@ class OpenAIDescription(Stage):
             "messages": messages,
             "max_tokens": self.settings.llm_max_tokens,
             "temperature": 0.0,
-            "response_format": response_format(self.settings.llm_response_format),
+            "response_format": response_format(self.settings.llm_response_format, schema, name),
         }
         for attempt in range(self.settings.llm_retries + 1):
             self.rate.wait()
@@ -129,3 +103,49 @@ class OpenAIDescription(Stage):
             if attempt < self.settings.llm_retries:
                 time.sleep(BACKOFF_S * 2**attempt)
         raise error
+
+
+class ChatStage(Stage):
+    """A stage that sends one request per row to the OpenAI-compatible endpoint, from a thread pool
+    of MEDTRINITY_LLM_CONCURRENCY per actor; ``answer`` turns a row into its outcome."""
+
+    batch_size = 16
+    resources = Resources(cpus=0.5)  # waits on the server
+
+    def __init__(self, settings: Settings):
+        response_format(settings.llm_response_format)  # a wrong setting fails when the stage is built
+        self.settings = settings
+
+    def setup(self) -> None:
+        self.chat = ChatClient(self.settings)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        with ThreadPoolExecutor(max_workers=self.settings.llm_concurrency) as pool:
+            return list(pool.map(self.answer, rows))
+
+    def answer(self, row: dict) -> dict:
+        raise NotImplementedError
+
+
+class OpenAIDescription(ChatStage):
+    name = "generate_openai"
+    version = PROMPT_VERSION
+
+    def answer(self, row: dict) -> dict:
+        started = time.monotonic()
+        messages = render(row, self.settings.knowledge_tokens, self.settings.prompt_image)
+        try:
+            reply = self.chat.complete(messages, OUTPUT_SCHEMA)
+        except Exception as exc:  # retried and still failing: this record only
+            return dict(row, quarantine_reasons=[f"generation_failed: {type(exc).__name__}: {exc}"])
+        answer = reply["choices"][0]["message"].get("content") or ""
+        usage = reply.get("usage") or {}
+        generator = {
+            "engine": "openai",
+            "model": reply.get("model") or self.settings.llm_model,
+            "prompt_version": PROMPT_VERSION,
+            "tokens_in": usage.get("prompt_tokens"),
+            "tokens_out": usage.get("completion_tokens"),
+            "latency_s": round(time.monotonic() - started, 3),
+        }
+        return with_answer(row, answer, generator)
