@@ -59,7 +59,26 @@ GENERATOR = pa.struct(
     ]
 )
 
-QUALITY = pa.struct([("suite", pa.string()), ("passed", pa.bool_()), ("failures", pa.list_(pa.string()))])
+REFERENCE_SCORES = pa.struct(
+    [
+        ("rouge_l", pa.float64()),  # against the source's human text (report, caption, QA answer)
+        ("similarity", pa.float64()),  # cosine of the two texts' sentence embeddings
+        ("agreement", pa.float64()),  # share of the aspects below the human text names that agree
+        ("modality_agrees", pa.bool_()),  # null: the human text names no modality
+        ("organ_agrees", pa.bool_()),
+        ("laterality_agrees", pa.bool_()),
+        ("disease_agrees", pa.bool_()),
+    ]
+)
+QUALITY = pa.struct(
+    [
+        ("suite", pa.string()),
+        ("passed", pa.bool_()),
+        ("failures", pa.list_(pa.string())),
+        ("reference", REFERENCE_SCORES),  # null where the source has no human text for the record
+        ("judge", pa.struct([(name, pa.int8()) for name in DESCRIPTION_SECTIONS])),  # 1-5 per section; null: no judge
+    ]
+)
 
 STAGE_VERSION = pa.struct([("name", pa.string()), ("version", pa.string())])
 

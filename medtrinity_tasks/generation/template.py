@@ -70,7 +70,9 @@ def describe(record: dict) -> dict[str, str]:
     anatomy = record.get("anatomy") or []
     spacing = record.get("spacing_mm")
     sections["organ_tissue"] = (
-        f"The image shows the {join_words(anatomy)}." if anatomy else "No labelled organ is in view."
+        f"The image shows the {join_words(anatomy)}."
+        if anatomy
+        else f"No labelled organ is in view; the image is of the {record['organ']}."
     ) + (
         f" Pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} mm; slice spacing {spacing[2]:.3g} mm." if spacing else ""
     )

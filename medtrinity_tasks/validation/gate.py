@@ -1,8 +1,11 @@
 """The record gate: a Great Expectations suite run over each shard's records before it is written.
 
-Records that fail a record-level expectation are quarantined with the reasons; nothing is
-dropped. A failing table-level expectation (a column missing) means the pipeline itself is
-broken, so it raises instead of quarantining everything.
+The suite checks the record contract (schema, completeness, value ranges, the five sections within
+their length bounds, unique ids) and the consistency columns ``validation.consistency`` computes
+(the text against the facts it was written from, no PHI-like strings). Records that fail a
+record-level expectation are quarantined with the reasons; nothing is dropped. A failing
+table-level expectation (a column missing) means the pipeline itself is broken, so it raises
+instead of quarantining everything.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from functools import lru_cache
 
 import pandas as pd
 
+from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS, RECORD_SCHEMA
+from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary
 
-SUITE_NAME = "medtrinity_records_v1"
+SUITE_NAME = "medtrinity_records_v2"
 REQUIRED = ["id", "source_id", "source_relpath", "modality", "organ", "image_bytes", "coarse_caption",
             "description_text", "width", "height", "slice_index"]  # fmt: skip
 
@@ -36,12 +41,15 @@ def _rois_area_valid(row: dict) -> bool:
     return all(0.0 < roi["area_fraction"] <= 1.0 for roi in row.get("rois") or [])
 
 
-def check_frame(rows: list[dict]) -> pd.DataFrame:
+def check_frame(rows: list[dict], vocab: Vocabulary) -> pd.DataFrame:
     """The record columns plus the derived columns the suite checks, one row per record."""
     frame = pd.DataFrame.from_records([{k: row.get(k) for k in RECORD_SCHEMA.names} for row in rows])
     frame["image_bytes"] = [(row.get("image") or {}).get("bytes") for row in rows]
     frame["rois_inside_image"] = [_rois_inside_image(row) for row in rows]
     frame["rois_area_valid"] = [_rois_area_valid(row) for row in rows]
+    frame["id_first_seen"] = ~frame["id"].duplicated()  # ids address content: a repeat is the same image again
+    for column, (agrees, _) in CHECKS.items():
+        frame[column] = [agrees(row, vocab) for row in rows]
     for name in DESCRIPTION_SECTIONS:  # a missing section reads as empty: one check covers both
         frame[f"section_{name}"] = [(row.get("description") or {}).get(name) or "" for row in rows]
     return frame.reset_index(drop=True)
@@ -55,20 +63,21 @@ def _expectations():
     checks = [(e.ExpectTableColumnsToMatchSet(column_set=RECORD_SCHEMA.names, exact_match=False), None)]
     checks += [(e.ExpectColumnValuesToNotBeNull(column=c), f"missing {c}") for c in REQUIRED]
     checks += [
-        (e.ExpectColumnValuesToBeUnique(column="id"), "duplicate id"),
+        (e.ExpectColumnValuesToBeInSet(column="id_first_seen", value_set=[True]), "duplicate id"),
         (e.ExpectColumnValuesToBeBetween(column="width", min_value=1, max_value=65535), "image width out of range"),
         (e.ExpectColumnValuesToBeBetween(column="height", min_value=1, max_value=65535), "image height out of range"),
         (e.ExpectColumnValuesToBeBetween(column="slice_index", min_value=0), "negative slice index"),
         (e.ExpectColumnValuesToBeInSet(column="rois_inside_image", value_set=[True]), "ROI box outside the image"),
         (e.ExpectColumnValuesToBeInSet(column="rois_area_valid", value_set=[True]), "ROI area fraction not in (0, 1]"),
     ]
-    for name in DESCRIPTION_SECTIONS:
-        checks.append(
-            (
-                e.ExpectColumnValueLengthsToBeBetween(column=f"section_{name}", min_value=1),
-                f"description section {name} empty or missing",
-            )
+    checks += [
+        (
+            e.ExpectColumnValueLengthsToBeBetween(column=f"section_{name}", min_value=1, max_value=SECTION_MAX_CHARS),
+            f"description section {name} empty, missing or too long",
         )
+        for name in DESCRIPTION_SECTIONS
+    ]
+    checks += [(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True]), reason) for c, (_, reason) in CHECKS.items()]
     return checks
 
 
@@ -96,12 +105,13 @@ def _suite():
     return batch_definition, suite, reasons
 
 
-def validate_records(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Split ``rows`` into (passed, quarantined); each gets ``quality``, the quarantined ``quarantine_reasons``."""
+def validate_records(rows: list[dict], vocab: Vocabulary):
+    """Split ``rows`` into (passed, quarantined, the suite's validation result); each row gets
+    ``quality``, the quarantined ``quarantine_reasons``. The result is None for no rows."""
     if not rows:
-        return [], []
+        return [], [], None
     batch_definition, suite, reasons = _suite()
-    frame = check_frame(rows)
+    frame = check_frame(rows, vocab)
     result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
         suite, result_format={"result_format": "COMPLETE"}
     )
@@ -117,9 +127,9 @@ def validate_records(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     passed, quarantined = [], []
     for index, row in enumerate(rows):
         reasons_here = failures.get(index, [])
-        quality = {"suite": SUITE_NAME, "passed": not reasons_here, "failures": reasons_here}
+        quality = dict(row.get("quality") or {}, suite=SUITE_NAME, passed=not reasons_here, failures=reasons_here)
         if reasons_here:
             quarantined.append(dict(row, quality=quality, quarantine_reasons=reasons_here))
         else:
             passed.append(dict(row, quality=quality))
-    return passed, quarantined
+    return passed, quarantined, result

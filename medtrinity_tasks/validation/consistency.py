@@ -1,0 +1,197 @@
+"""Whether a record's description agrees with the facts it was written from.
+
+Each check reads the description and the record's structured facts and says whether they agree;
+``CHECKS`` names each check's column in the gate's Great Expectations suite and the quarantine
+reason when it fails. What the text names (modality, organ, disease, side) is found with fixed
+vocabularies and word boundaries: a check flags a text that names something the facts do not hold,
+or that fails to name what they do. Background quoted from a passage ('Background [id]: "..."') is the knowledge
+base's words, not a claim about the image, and is left out of what the text names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from medtrinity_tasks.generation.parsing import PHI_PATTERNS
+from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+from medtrinity_tasks.roi.location import CENTRAL_BAND, OPPOSITE, WORDS
+
+MODALITY_WORDS = {
+    "CT": r"computed tomography|ct",
+    "MR": r"magnetic resonance|mri?",
+    "XR": r"radiograph\w*|x-ray|cxr",
+    "US": r"ultrasound|sonograph\w*",
+    "dermoscopy": r"dermoscop\w*|dermatoscop\w*",
+    "endoscopy": r"endoscop\w*|colonoscop\w*",
+    "histopathology": r"histopatholog\w*|histolog\w*|whole-slide|h&e",
+}
+"""How a text names each modality (the catalog's codes); each pattern is matched as whole words."""
+ORGAN_WORDS = {
+    "liver": "liver|hepatic", "spleen": "spleen|splenic", "kidney": "kidneys?|renal", "lung": "lungs?|pulmonary",
+    "heart": "heart|cardiac", "brain": "brain|cerebral", "pancreas": "pancreas|pancreatic", "prostate": "prostate",
+    "colon": "colon|colonic|colorectal", "stomach": "stomach|gastric", "bladder": "bladder",
+    "gallbladder": "gallbladder", "duodenum": "duodenum|duodenal", "oesophagus": "oesophagus|esophagus",
+    "aorta": "aorta|aortic", "adrenal gland": "adrenal", "hippocampus": "hippocamp(?:us|al)",
+    "skin": "skin|cutaneous", "breast": "breasts?", "bone": "bones?|osseous", "rib": "ribs?",
+    "clavicle": "clavicles?", "diaphragm": "diaphragm", "mediastinum": "mediastin(?:um|al)", "pleura": "pleura",
+    "uterus": "uterus|uterine", "thyroid": "thyroid", "trachea": "trachea",
+}  # fmt: skip
+"""Each organ and the words (nouns and adjectives) that name it."""
+SIDES = ("left", "right")
+GENERIC_DISEASE_WORDS = {"lesion", "mass", "nodule", "tumour", "tumor", "cyst", "other", "disease", "finding",
+                         "abnormality", "background", "no", "or", "devices", "support"}  # fmt: skip
+"""A catalog disease made only of these words is too general to contradict anything."""
+SIDE_MARGIN = 0.1
+"""A ROI said to lie on one side must not lie beyond the central band on the other by more than this
+share of the image (the body frame the words were judged in is not stored)."""
+SIZE_TOLERANCE = (1.5, 0.25)
+"""A size in the text agrees with a measured dimension within 1.5 mm or 25 %, whichever is larger."""
+_BACKGROUND = re.compile(r'Background \[[^\]]*\]: "[^"]*"')
+_CITATION = re.compile(r"\[([^\]\s]+)\]")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:(?:x|×|by)\s*(\d+(?:\.\d+)?)\s*)?(mm|cm)\b")
+_ROI_SECTIONS = ("roi_location", "roi_texture", "region_relationship")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    diseases: tuple[str, ...]
+    """Disease names specific enough that naming one the facts lack is a contradiction."""
+
+
+@lru_cache(maxsize=8)
+def vocabulary(diseases: tuple[str, ...]) -> Vocabulary:
+    specific = {d.lower() for d in diseases if not set(re.findall(r"[\w-]+", d.lower())) <= GENERIC_DISEASE_WORDS}
+    return Vocabulary(diseases=tuple(sorted(specific)))
+
+
+def catalog_vocabulary(settings) -> Vocabulary:
+    """The disease names of every catalogued source's labels."""
+    from medtrinity_tasks.sources.catalog import load_catalog
+
+    names = {
+        name
+        for entry in load_catalog(settings).values()
+        for label in entry.labels.values()
+        if label.kind != "organ"
+        for name in (label.disease, label.name)
+        if name
+    }
+    return vocabulary(tuple(sorted(names)))
+
+
+def _find(patterns: dict[str, str], text: str) -> set[str]:
+    return {name for name, pattern in patterns.items() if re.search(rf"\b(?:{pattern})\b", text, re.I)}
+
+
+def named(text: str, vocab: Vocabulary) -> dict[str, set[str]]:
+    """What ``text`` names: modalities, organs, sides and (specific) diseases."""
+    lower = text.lower()
+    return {
+        "modality": _find(MODALITY_WORDS, text),
+        "organ": _find(ORGAN_WORDS, text),
+        "laterality": {side for side in SIDES if re.search(rf"\b{side}\b", lower)},
+        "disease": {d for d in vocab.diseases if re.search(rf"\b{re.escape(d)}\b", lower)},
+    }
+
+
+def own_text(row: dict, sections=DESCRIPTION_SECTIONS) -> str:
+    """The description's sections, without the background quoted from passages."""
+    description = row.get("description") or {}
+    return " ".join(_BACKGROUND.sub("", description.get(name) or "") for name in sections)
+
+
+def fact_text(row: dict) -> str:
+    """Everything the record states about what the image shows, as one string."""
+    parts = [row.get("organ") or "", row.get("coarse_caption") or ""]
+    parts += list(row.get("anatomy") or []) + list(row.get("diseases") or []) + list(row.get("image_labels") or [])
+    for roi in row.get("rois") or []:
+        parts += [roi.get("label") or "", roi.get("location") or "", roi.get("organ_location") or ""]
+    return " ; ".join(parts)
+
+
+def modality_agrees(row: dict, vocab: Vocabulary) -> bool:
+    said, modality = named(own_text(row), vocab)["modality"], row.get("modality")
+    return not (said - {modality} or (modality in MODALITY_WORDS and modality not in said))
+
+
+def organ_agrees(row: dict, vocab: Vocabulary) -> bool:
+    said, facts = named(own_text(row), vocab)["organ"], named(fact_text(row), vocab)["organ"]
+    return not (said - facts or (facts and not said & facts))
+
+
+def disease_agrees(row: dict, vocab: Vocabulary) -> bool:
+    """The text names none of the vocabulary's diseases that the facts lack, and one of the
+    record's diseases where it has any."""
+    text = own_text(row)
+    if named(text, vocab)["disease"] - named(fact_text(row), vocab)["disease"]:
+        return False
+    diseases = [d.lower() for d in row.get("diseases") or []]
+    return not diseases or any(re.search(rf"\b{re.escape(d)}\b", text.lower()) for d in diseases)
+
+
+def laterality_agrees(row: dict, vocab: Vocabulary) -> bool:
+    """The sides the ROI sections name are sides the facts hold."""
+    said = named(own_text(row, _ROI_SECTIONS), vocab)["laterality"]
+    return not said - named(fact_text(row), vocab)["laterality"]
+
+
+def roi_location_agrees(row: dict, vocab: Vocabulary) -> bool:
+    """No ROI's side in words is the opposite of where its centroid lies."""
+    orientation = row.get("patient_orientation")
+    if not orientation:
+        return True
+    for roi in row.get("rois") or []:
+        words = set(re.findall(r"\w+", (roi.get("location") or "").split(",")[0]))
+        for fraction, direction in (
+            ((roi["centroid_xy"][0] + 0.5) / row["width"], orientation[0]),
+            ((roi["centroid_xy"][1] + 0.5) / row["height"], orientation[1]),
+        ):
+            low, high = CENTRAL_BAND
+            if fraction < low - SIDE_MARGIN and WORDS[direction] in words:
+                return False
+            if fraction > high + SIDE_MARGIN and WORDS[OPPOSITE[direction]] in words:
+                return False
+    return True
+
+
+def size_agrees(row: dict, vocab: Vocabulary) -> bool:
+    """Every size the ROI sections state matches a measured ROI dimension."""
+    measured = [m for roi in row.get("rois") or [] for m in roi.get("size_mm") or []]
+    absolute, relative = SIZE_TOLERANCE
+    for match in _SIZE.finditer(own_text(row, _ROI_SECTIONS)):
+        scale = 10.0 if match.group(3) == "cm" else 1.0
+        for value in (match.group(1), match.group(2)):
+            if value is None:
+                continue
+            size = float(value) * scale
+            if not any(abs(size - m) <= max(absolute, relative * m) for m in measured):
+                return False
+    return True
+
+
+def citations_known(row: dict, vocab: Vocabulary) -> bool:
+    """The passages the text cites are among those retrieved for the record."""
+    text = " ".join((row.get("description") or {}).get(name) or "" for name in DESCRIPTION_SECTIONS)
+    known = {passage["id"] for passage in row.get("knowledge") or []}
+    cited = {c for c in _CITATION.findall(text) if c != "removed"}
+    return not cited - known
+
+
+def free_of_phi(row: dict, vocab: Vocabulary) -> bool:
+    text = " ".join([row.get("description_text") or "", row.get("coarse_caption") or ""])
+    return not any(pattern.search(text) for pattern in PHI_PATTERNS.values())
+
+
+CHECKS = {
+    "modality_agrees": (modality_agrees, "modality disagrees with the record"),
+    "organ_agrees": (organ_agrees, "organ disagrees with the record"),
+    "disease_agrees": (disease_agrees, "disease disagrees with the record"),
+    "laterality_agrees": (laterality_agrees, "laterality disagrees with the ROI facts"),
+    "roi_location_agrees": (roi_location_agrees, "ROI location disagrees with its box"),
+    "size_agrees": (size_agrees, "size disagrees with the measured size"),
+    "citations_known": (citations_known, "cites knowledge the record lacks"),
+    "free_of_phi": (free_of_phi, "PHI-like text"),
+}
+"""Each check's column in the gate's suite: the check, and the quarantine reason when it fails."""
