@@ -57,8 +57,9 @@ how many inputs and shards the run would process, write nothing, skip the other 
 
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 (ROI expert: {expert.name + " on images without annotations" if expert else "none"}; pool `{pool}`)
-and writes its Parquet shard, quarantine and accounting; *gate* fails the run when too few
-records pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
+and writes its Parquet shard, quarantine, accounting and Data Docs page; *gate* writes the
+quality report (`sources/{entry.id}/reports/index.html`) and fails the run when too few records
+pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
 the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
 rejects and quarantines by reason, and any unfinished shard. A failed task writes a failure
 record (task, shard, try, error class and message without file paths, log URL) to its log and to

@@ -35,14 +35,20 @@ from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.stages import Stage, run_inprocess
 from medtrinity_tasks.storage import Store, open_store
 from medtrinity_tasks.storage.shards import (
+    data_docs_key,
     manifest_key,
     quarantine_key,
+    report_key,
     shard_key,
     source_prefix,
     to_parquet,
     work_key,
 )
+from medtrinity_tasks.validation.consistency import catalog_vocabulary
 from medtrinity_tasks.validation.gate import validate_records
+from medtrinity_tasks.validation.judge import JudgeDescriptions
+from medtrinity_tasks.validation.reference import reference_summary, reference_totals, score_references
+from medtrinity_tasks.validation.report import data_docs_html, summary_html
 
 log = logging.getLogger(__name__)
 TOP_REASONS = 5
@@ -83,6 +89,7 @@ def build_stages(source: SourceEntry, settings: Settings, engine: str = "templat
         CoarseCaption(source),  # metadata -> coarse caption
         *([RetrieveKnowledge(settings)] if settings.knowledge_top_k else []),  # caption + ROIs -> passages
         DESCRIBERS[engine](settings),  # facts -> five-section description
+        *([JudgeDescriptions(settings)] if settings.judge else []),  # description -> section scores (optional)
     ]
 
 
@@ -111,7 +118,7 @@ def plan_shards(
         raise MedtrinityError(f"source {source_id}: its layout ({source.layout}) finds no input files")
     if settings.knowledge_top_k:
         check_knowledge(settings)  # an unreachable, missing or mismatched knowledge base fails before any shard
-    if engine == "openai" and not dry_run:
+    if (engine == "openai" or settings.judge) and not dry_run:
         check_server(settings)  # and so does an LLM server that does not answer
     if engine == "vllm" and not dry_run:
         check_vllm(settings)  # or a vLLM engine that cannot start here
@@ -183,6 +190,8 @@ def _summary(work: dict, skipped: bool) -> dict:
         **work["counts"],
         "reject_reasons": dict(Counter(reason_kind(r["reason"]) for r in work["rejected"])),
         "quarantine_reasons": dict(Counter(reason_kind(r) for q in work["quarantined"] for r in q["reasons"])),
+        "reference": work.get("reference") or {},
+        "data_docs": bool(work.get("data_docs")),
     }
 
 
@@ -220,7 +229,11 @@ def process_shard(shard: dict) -> dict:
         else:
             row = _with_provenance(row, source, shard["run_id"], stages)
             (stage_quarantined if row.get("quarantine_reasons") else candidates).append(row)
-    passed, gate_quarantined = validate_records(candidates)
+    vocab = catalog_vocabulary(settings)
+    scores = score_references(candidates, vocab)  # against the source's human text, where it has any
+    for row, score in zip(candidates, scores, strict=True):
+        row["quality"] = dict(row.get("quality") or {}, reference=score)
+    passed, gate_quarantined, validation = validate_records(candidates, vocab)
     quarantined = stage_quarantined + gate_quarantined
     used = sorted({row["source_relpath"] for row in passed + quarantined} - set(rejected))
     missing = set(relpaths) - set(used) - set(rejected)
@@ -233,6 +246,11 @@ def process_shard(shard: dict) -> dict:
         store.write_bytes(qkey, to_parquet(quarantined, quarantine=True))
     else:
         store.delete(qkey)
+    dkey = data_docs_key(source.id, shard["shard_id"])
+    if validation is not None:
+        store.write_bytes(dkey, data_docs_html(validation).encode())
+    else:
+        store.delete(dkey)
     work = {
         "source_id": source.id,
         "shard_id": shard["shard_id"],
@@ -259,6 +277,8 @@ def process_shard(shard: dict) -> dict:
             "records": len(passed),
             "quarantined": len(quarantined),
         },
+        "reference": reference_totals(scores),
+        "data_docs": validation is not None,
         "seconds": round(time.monotonic() - started, 3),
     }
     store.write_json(wkey, work)  # written last: its presence marks the shard finished
@@ -290,7 +310,8 @@ def _top(reasons: Counter) -> str:
 
 
 def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = None) -> dict:
-    """Fail the run when the share of produced records that passed is below the source's threshold."""
+    """Write the run's quality report, then fail the run when the share of produced records that
+    passed is below the source's threshold."""
     settings = load_settings()
     source = get_source(source_id, settings)
     store = open_store(output_uri or settings.output_uri, settings)
@@ -300,16 +321,44 @@ def gate_source(source_id: str, summaries: list[dict], output_uri: str | None = 
     pass_rate = totals["records"] / totals["produced"] if totals["produced"] else 0.0
     quarantine_reasons = sum((Counter(s["quarantine_reasons"]) for s in summaries), Counter())
     reject_reasons = sum((Counter(s["reject_reasons"]) for s in summaries), Counter())
-    verdict = {"pass_rate": round(pass_rate, 4), "threshold": threshold, **totals}
+    report = {
+        "source_id": source_id,
+        "run_ids": sorted({store.read_json(work_key(source_id, s["shard_id"]))["run_id"] for s in summaries}),
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "passed": pass_rate >= threshold,
+        "pass_rate": round(pass_rate, 4),
+        "threshold": threshold,
+        "counts": totals,
+        "quarantined_by_reason": dict(quarantine_reasons.most_common()),
+        "rejected_by_reason": dict(reject_reasons.most_common()),
+        "reference": reference_summary([s["reference"] for s in summaries]),
+        "shards": [
+            {
+                "shard_id": s["shard_id"],
+                "records": s["records"],
+                "quarantined": s["quarantined"],
+                "data_docs": Path(data_docs_key(source_id, s["shard_id"])).name if s["data_docs"] else None,
+            }
+            for s in summaries[1:]
+        ],
+    }
+    store.write_json(report_key(source_id, "summary.json"), report)
+    where = store.write_bytes(report_key(source_id, "index.html"), summary_html(report).encode())
     if pass_rate < threshold:
-        where = store.key_uri(f"{source_prefix(source_id)}/quarantine/")
         raise GateFailed(
             f"{source_id}: pass rate {pass_rate:.2f} is below the threshold {threshold:.2f} "
             f"({totals['records']} of {totals['produced']} records passed, {totals['rejected']} of "
             f"{totals['inputs']} inputs rejected). Top quarantine reasons: {_top(quarantine_reasons)}. "
-            f"Top reject reasons: {_top(reject_reasons)}. Quarantined records and reasons: {where}"
+            f"Top reject reasons: {_top(reject_reasons)}. Report: {where}; quarantined records and reasons: "
+            f"{store.key_uri(f'{source_prefix(source_id)}/quarantine/')}"
         )
-    return verdict
+    return {
+        "pass_rate": report["pass_rate"],
+        "threshold": threshold,
+        **totals,
+        "reference": report["reference"],
+        "report_uri": where,
+    }
 
 
 def publish_source(
@@ -394,9 +443,9 @@ def _generator(works: list[dict]) -> dict:
 
 def _remove_stale_shards(store: Store, source_id: str, shard_ids: set[str]) -> None:
     """Shards left by an earlier plan with other shard ids would duplicate records: remove them."""
-    for folder, suffix in (("shards", ".parquet"), ("quarantine", ".parquet"), ("work", ".json")):
+    for folder, suffix in (("shards", ".parquet"), ("quarantine", ".parquet"), ("work", ".json"), ("reports", ".html")):
         for key in store.list(f"{source_prefix(source_id)}/{folder}/"):
-            if Path(key).name.removesuffix(suffix) not in shard_ids:
+            if key.endswith(suffix) and Path(key).name.removesuffix(suffix) not in shard_ids | {"index"}:
                 store.delete(key)
 
 

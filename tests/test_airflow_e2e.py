@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medtrinity_tasks.sources.samples import UNLABELLED_CASES
-from tests.conftest import BIN, SOURCE_ID, airflow_env, free_port
+from tests.conftest import BIN, REPO, SOURCE_ID, airflow_env, free_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -185,3 +185,38 @@ def test_failures_are_mailed_through_airflows_smtp_notifier_when_configured(airf
     text = mail.content.decode(errors="replace")
     assert "medtrinity__synthetic_dermoscopy: task plan failed (try 1)" in text
     assert str(tmp_path) not in text  # no error text, so no file names, in mail
+
+
+def test_a_run_below_its_pass_rate_fails_the_gate_task_with_the_reasons_and_the_report(
+    airflow_home, samples_dir, tmp_path
+):
+    """A site's catalog entry whose label carries a date: every description repeats it, the gate
+    quarantines each record as PHI-like text, and the gate task fails saying so and where to look."""
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    entry = (REPO / "medtrinity_tasks" / "sources" / "catalog" / "synthetic_dermoscopy.yaml").read_text()
+    entry = entry.replace("id: synthetic_dermoscopy", "id: dermoscopy_dated_labels")
+    entry = entry.replace("{name: pigmented skin lesion,", "{name: pigmented skin lesion seen 03/04/2021,")
+    (catalog / "dermoscopy_dated_labels.yaml").write_text(entry)
+    out = tmp_path / "out"
+    env = airflow_env(airflow_home, MEDTRINITY_SAMPLES_DIR=str(samples_dir), MEDTRINITY_OUTPUT=str(out),
+                      MEDTRINITY_CATALOG_DIRS=str(catalog), MEDTRINITY_RUNNER="inprocess")  # fmt: skip
+    done = subprocess.run([str(BIN / "airflow"), "dags", "test", "medtrinity__dermoscopy_dated_labels"], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    log = done.stdout + done.stderr
+    finished = next(line for line in log.splitlines() if "DagRun Finished" in line)
+    assert "state=failed" in finished, finished
+    report = out / "sources" / "dermoscopy_dated_labels" / "reports"
+    assert (
+        "dermoscopy_dated_labels: pass rate 0.00 is below the threshold 0.90 (0 of 8 records passed" in log
+        and "Top quarantine reasons: PHI-like text (8)" in log
+        and f"Report: {report / 'index.html'}" in log
+    ), "\n".join(line for line in log.splitlines() if "failure record:" in line)
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["passed"] is False and summary["quarantined_by_reason"] == {"PHI-like text": 8}
+    assert "quality gate FAILED" in (report / "index.html").read_text()
+    pages = sorted(p.name for p in report.glob("shard-*.html"))
+    assert pages and "Great Expectations" in (report / pages[0]).read_text()
+    assert not (out / "sources" / "dermoscopy_dated_labels" / "manifest.json").exists()  # nothing published
+    (record,) = (out / "sources" / "dermoscopy_dated_labels" / "failures").rglob("gate-*.json")
+    assert json.loads(record.read_text())["error_class"] == "GateFailed"

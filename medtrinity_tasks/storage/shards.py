@@ -32,6 +32,16 @@ def work_key(source_id: str, shard_id: str) -> str:
     return f"{source_prefix(source_id)}/work/{shard_id}.json"
 
 
+def data_docs_key(source_id: str, shard_id: str) -> str:
+    """A shard's Great Expectations Data Docs page, beside the run's report."""
+    return f"{source_prefix(source_id)}/reports/{shard_id}.html"
+
+
+def report_key(source_id: str, name: str) -> str:
+    """The run's quality report: ``summary.json`` and ``index.html``."""
+    return f"{source_prefix(source_id)}/reports/{name}"
+
+
 def manifest_key(source_id: str) -> str:
     return f"{source_prefix(source_id)}/manifest.json"
 
