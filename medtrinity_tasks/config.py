@@ -115,6 +115,11 @@ class Settings:
     """MEDTRINITY_VLLM_BATCH_SIZE: records handed to a vLLM engine replica at a time."""
     vllm_max_model_len: int = 8192
     """MEDTRINITY_VLLM_MAX_MODEL_LEN: the engine's context length in tokens (prompt and answer)."""
+    judge: str | None = None
+    """MEDTRINITY_JUDGE: `openai` to have the LLM at MEDTRINITY_LLM_URL score each description's sections;
+    unset (the default): no judge."""
+    judge_min_score: int = 3
+    """MEDTRINITY_JUDGE_MIN_SCORE: a record with a section the judge scores below this (1-5) is quarantined."""
     prompt_image: str = "draw"
     """MEDTRINITY_PROMPT_IMAGE: `draw` (ROIs drawn on the image), `crop` (around the largest ROI),
     `plain`, or `none` for a text-only model."""
@@ -172,5 +177,7 @@ def load_settings(env: dict | None = None) -> Settings:
         vllm_replicas=_number(env, "MEDTRINITY_VLLM_REPLICAS", 1),
         vllm_batch_size=_number(env, "MEDTRINITY_VLLM_BATCH_SIZE", 32),
         vllm_max_model_len=_number(env, "MEDTRINITY_VLLM_MAX_MODEL_LEN", 8192),
+        judge=env.get("MEDTRINITY_JUDGE") or None,
+        judge_min_score=_number(env, "MEDTRINITY_JUDGE_MIN_SCORE", 3),
         prompt_image=env.get("MEDTRINITY_PROMPT_IMAGE") or "draw",
     )
