@@ -127,3 +127,11 @@ def test_reference_scores_use_the_sentence_model_and_summarise_per_source():
     summary = reference_summary([reference_totals(scores[:1]), reference_totals(scores[1:])])
     assert summary["records"] == 2 and summary["organ_agreement"] == 1.0
     assert summary["similarity"] == pytest.approx((scores[0]["similarity"] + scores[1]["similarity"]) / 2, abs=1e-3)
+
+
+def test_a_disease_may_be_named_by_the_label_it_was_annotated_as():
+    record = make_record(diseases=["hepatocellular carcinoma"])  # its ROI's label is "liver tumour"
+    by_label = with_section(record, "region_relationship", "The liver tumour lies in the right lobe.")
+    assert CHECKS["disease_agrees"][0](by_label, VOCAB)
+    unnamed = dict(record, description={name: "A region of the liver." for name in record["description"]})
+    assert not CHECKS["disease_agrees"][0](unnamed, VOCAB)

@@ -122,13 +122,15 @@ def organ_agrees(row: dict, vocab: Vocabulary) -> bool:
 
 
 def disease_agrees(row: dict, vocab: Vocabulary) -> bool:
-    """The text names none of the vocabulary's diseases that the facts lack, and one of the
-    record's diseases where it has any."""
-    text = own_text(row)
+    """The text names none of the vocabulary's diseases that the facts lack and, where the record
+    has diseases, one of them or one of the labels they were annotated as."""
+    text = own_text(row).lower()
     if named(text, vocab)["disease"] - named(fact_text(row), vocab)["disease"]:
         return False
-    diseases = [d.lower() for d in row.get("diseases") or []]
-    return not diseases or any(re.search(rf"\b{re.escape(d)}\b", text.lower()) for d in diseases)
+    if not row.get("diseases"):
+        return True
+    labels = [*row["diseases"], *(row.get("image_labels") or []), *(roi["label"] for roi in row.get("rois") or [])]
+    return any(re.search(rf"\b{re.escape(label.lower())}\b", text) for label in labels if label)
 
 
 def laterality_agrees(row: dict, vocab: Vocabulary) -> bool:
