@@ -99,6 +99,10 @@ def _print_result(source_id: str, result: dict) -> None:
         f"{source_id}: {c['records']} records in shards, {c['quarantined']} quarantined, "
         f"{c['rejected']} of {c['inputs']} inputs rejected\nmanifest: {result['manifest_uri']}"
     )
+    quality = result.get("quality") or {}
+    if quality.get("report_uri"):
+        rate, threshold = quality["pass_rate"], quality["threshold"]
+        print(f"quality: pass rate {rate:.2f} (threshold {threshold:.2f}); report: {quality['report_uri']}")
     for title, key in (("rejected inputs", "rejected_by_reason"), ("quarantined records", "quarantined_by_reason")):
         for reason, count in sorted(result.get(key, {}).items(), key=lambda item: -item[1]):
             print(f"  {title}: {count} x {reason}")

@@ -405,6 +405,7 @@ def publish_source(
     return {
         "manifest_uri": uri,
         "counts": counts,
+        "quality": manifest["quality"],
         "rejected_by_reason": manifest["rejected_by_reason"],
         "quarantined_by_reason": manifest["quarantined_by_reason"],
     }

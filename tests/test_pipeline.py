@@ -59,6 +59,12 @@ def test_run_accounts_for_every_input_and_record(inprocess):
     assert found and all(roi["origin"] == "expert synthetic_ct_lesions 1.0.0" for roi in found)
     assert all(roi["location"] and roi["size"] and roi["shape"] for roi in found)  # described by describe_rois
     assert all(r["quality"]["passed"] for r in records)
+    report = store.read_json("sources/synthetic_ct_abdomen/reports/summary.json")  # the gate's report, beside
+    assert report["passed"] and report["counts"] == counts and report["reference"]["records"] == 0  # no reports
+    assert manifest["quality"]["report_uri"].endswith("reports/index.html")
+    assert [p.name for p in (store.root / "sources/synthetic_ct_abdomen/reports").glob("shard-*.html")] == [
+        "shard-00000.html"
+    ]
     assert "label_slice" not in pq.read_schema(manifest["shards"][0]["uri"]).names  # working columns stay inside
 
 
