@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medtrinity_tasks.validation.consistency import CHECKS, vocabulary
+from medtrinity_tasks.validation.consistency import CHECKS, read, vocabulary
 from medtrinity_tasks.validation.gate import SUITE_NAME, validate_records
 from medtrinity_tasks.validation.reference import agreement, reference_summary, reference_totals, rouge_l
 from tests.helpers import make_record
@@ -88,7 +88,7 @@ def test_a_size_in_centimetres_is_compared_in_millimetres():
     record = make_record()
     ok = with_section(record, "roi_location", "A liver tumour of 1.4 x 0.8 cm in the right anterior abdomen.")
     off = with_section(record, "roi_location", "A liver tumour of 14 cm in the right anterior abdomen.")
-    assert CHECKS["size_agrees"][0](ok, VOCAB) and not CHECKS["size_agrees"][0](off, VOCAB)
+    assert CHECKS["size_agrees"][0](read(ok, VOCAB)) and not CHECKS["size_agrees"][0](read(off, VOCAB))
 
 
 def test_rouge_l_on_known_pairs():
@@ -132,6 +132,6 @@ def test_reference_scores_use_the_sentence_model_and_summarise_per_source():
 def test_a_disease_may_be_named_by_the_label_it_was_annotated_as():
     record = make_record(diseases=["hepatocellular carcinoma"])  # its ROI's label is "liver tumour"
     by_label = with_section(record, "region_relationship", "The liver tumour lies in the right lobe.")
-    assert CHECKS["disease_agrees"][0](by_label, VOCAB)
+    assert CHECKS["disease_agrees"][0](read(by_label, VOCAB))
     unnamed = dict(record, description={name: "A region of the liver." for name in record["description"]})
-    assert not CHECKS["disease_agrees"][0](unnamed, VOCAB)
+    assert not CHECKS["disease_agrees"][0](read(unnamed, VOCAB))

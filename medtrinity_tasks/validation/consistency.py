@@ -1,11 +1,12 @@
 """Whether a record's description agrees with the facts it was written from.
 
-Each check reads the description and the record's structured facts and says whether they agree;
-``CHECKS`` names each check's column in the gate's Great Expectations suite and the quarantine
-reason when it fails. What the text names (modality, organ, disease, side) is found with fixed
-vocabularies and word boundaries: a check flags a text that names something the facts do not hold,
-or that fails to name what they do. Background quoted from a passage ('Background [id]: "..."') is the knowledge
-base's words, not a claim about the image, and is left out of what the text names.
+``read`` finds once per record what its description and its structured facts name; each check
+takes that ``Reading`` and says whether the two agree; ``CHECKS`` names each check's column in the
+gate's Great Expectations suite and the quarantine reason when it fails. What a text names
+(modality, organ, disease, side) is found with fixed vocabularies and word boundaries: a check flags
+a text that names something the facts do not hold, or that fails to name what they do. Background
+quoted from a passage ('Background [id]: "..."') is the knowledge base's words, not a claim about
+the image, and is left out of what the text names.
 """
 
 from __future__ import annotations
@@ -111,36 +112,60 @@ def fact_text(row: dict) -> str:
     return " ; ".join(parts)
 
 
-def modality_agrees(row: dict, vocab: Vocabulary) -> bool:
-    said, modality = named(own_text(row), vocab)["modality"], row.get("modality")
+@dataclass(frozen=True)
+class Reading:
+    """A record and what its text and facts name, found once for all the checks."""
+
+    row: dict
+    text: str
+    """The description's own text (``own_text``), lower-cased."""
+    said: dict[str, set[str]]
+    said_about_rois: dict[str, set[str]]
+    """What the ROI sections name."""
+    facts: dict[str, set[str]]
+
+
+def read(row: dict, vocab: Vocabulary) -> Reading:
+    text = own_text(row)
+    return Reading(
+        row=row,
+        text=text.lower(),
+        said=named(text, vocab),
+        said_about_rois=named(own_text(row, _ROI_SECTIONS), vocab),
+        facts=named(fact_text(row), vocab),
+    )
+
+
+def modality_agrees(reading: Reading) -> bool:
+    said, modality = reading.said["modality"], reading.row.get("modality")
     return not (said - {modality} or (modality in MODALITY_WORDS and modality not in said))
 
 
-def organ_agrees(row: dict, vocab: Vocabulary) -> bool:
-    said, facts = named(own_text(row), vocab)["organ"], named(fact_text(row), vocab)["organ"]
+def organ_agrees(reading: Reading) -> bool:
+    said, facts = reading.said["organ"], reading.facts["organ"]
     return not (said - facts or (facts and not said & facts))
 
 
-def disease_agrees(row: dict, vocab: Vocabulary) -> bool:
+def disease_agrees(reading: Reading) -> bool:
     """The text names none of the vocabulary's diseases that the facts lack and, where the record
     has diseases, one of them or one of the labels they were annotated as."""
-    text = own_text(row).lower()
-    if named(text, vocab)["disease"] - named(fact_text(row), vocab)["disease"]:
+    row = reading.row
+    if reading.said["disease"] - reading.facts["disease"]:
         return False
     if not row.get("diseases"):
         return True
     labels = [*row["diseases"], *(row.get("image_labels") or []), *(roi["label"] for roi in row.get("rois") or [])]
-    return any(re.search(rf"\b{re.escape(label.lower())}\b", text) for label in labels if label)
+    return any(re.search(rf"\b{re.escape(label.lower())}\b", reading.text) for label in labels if label)
 
 
-def laterality_agrees(row: dict, vocab: Vocabulary) -> bool:
+def laterality_agrees(reading: Reading) -> bool:
     """The sides the ROI sections name are sides the facts hold."""
-    said = named(own_text(row, _ROI_SECTIONS), vocab)["laterality"]
-    return not said - named(fact_text(row), vocab)["laterality"]
+    return not reading.said_about_rois["laterality"] - reading.facts["laterality"]
 
 
-def roi_location_agrees(row: dict, vocab: Vocabulary) -> bool:
+def roi_location_agrees(reading: Reading) -> bool:
     """No ROI's side in words is the opposite of where its centroid lies."""
+    row = reading.row
     orientation = row.get("patient_orientation")
     if not orientation:
         return True
@@ -158,11 +183,11 @@ def roi_location_agrees(row: dict, vocab: Vocabulary) -> bool:
     return True
 
 
-def size_agrees(row: dict, vocab: Vocabulary) -> bool:
+def size_agrees(reading: Reading) -> bool:
     """Every size the ROI sections state matches a measured ROI dimension."""
-    measured = [m for roi in row.get("rois") or [] for m in roi.get("size_mm") or []]
+    measured = [m for roi in reading.row.get("rois") or [] for m in roi.get("size_mm") or []]
     absolute, relative = SIZE_TOLERANCE
-    for match in _SIZE.finditer(own_text(row, _ROI_SECTIONS)):
+    for match in _SIZE.finditer(own_text(reading.row, _ROI_SECTIONS)):
         scale = 10.0 if match.group(3) == "cm" else 1.0
         for value in (match.group(1), match.group(2)):
             if value is None:
@@ -173,16 +198,17 @@ def size_agrees(row: dict, vocab: Vocabulary) -> bool:
     return True
 
 
-def citations_known(row: dict, vocab: Vocabulary) -> bool:
+def citations_known(reading: Reading) -> bool:
     """The passages the text cites are among those retrieved for the record."""
+    row = reading.row
     text = " ".join((row.get("description") or {}).get(name) or "" for name in DESCRIPTION_SECTIONS)
     known = {passage["id"] for passage in row.get("knowledge") or []}
     cited = {c for c in _CITATION.findall(text) if c != "removed"}
     return not cited - known
 
 
-def free_of_phi(row: dict, vocab: Vocabulary) -> bool:
-    text = " ".join([row.get("description_text") or "", row.get("coarse_caption") or ""])
+def free_of_phi(reading: Reading) -> bool:
+    text = " ".join([reading.row.get("description_text") or "", reading.row.get("coarse_caption") or ""])
     return not any(pattern.search(text) for pattern in PHI_PATTERNS.values())
 
 

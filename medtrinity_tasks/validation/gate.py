@@ -18,7 +18,7 @@ import pandas as pd
 
 from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS, RECORD_SCHEMA
-from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary
+from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary, read
 
 SUITE_NAME = "medtrinity_records_v2"
 REQUIRED = ["id", "source_id", "source_relpath", "modality", "organ", "image_bytes", "coarse_caption",
@@ -48,8 +48,9 @@ def check_frame(rows: list[dict], vocab: Vocabulary) -> pd.DataFrame:
     frame["rois_inside_image"] = [_rois_inside_image(row) for row in rows]
     frame["rois_area_valid"] = [_rois_area_valid(row) for row in rows]
     frame["id_first_seen"] = ~frame["id"].duplicated()  # ids address content: a repeat is the same image again
+    readings = [read(row, vocab) for row in rows]
     for column, (agrees, _) in CHECKS.items():
-        frame[column] = [agrees(row, vocab) for row in rows]
+        frame[column] = [agrees(reading) for reading in readings]
     for name in DESCRIPTION_SECTIONS:  # a missing section reads as empty: one check covers both
         frame[f"section_{name}"] = [(row.get("description") or {}).get(name) or "" for row in rows]
     return frame.reset_index(drop=True)
