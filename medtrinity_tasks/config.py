@@ -123,6 +123,27 @@ class Settings:
     prompt_image: str = "draw"
     """MEDTRINITY_PROMPT_IMAGE: `draw` (ROIs drawn on the image), `crop` (around the largest ROI),
     `plain`, or `none` for a text-only model."""
+    allowed_root: Path | None = None
+    """MEDTRINITY_DATA_DIR as a local directory: catalog locations must lie below it (or below the
+    samples directory) unless an entry sets ``allow_outside_data_dir``; None when unset or on S3."""
+    max_voxels: int = 2**29
+    """MEDTRINITY_MAX_VOXELS: the most voxels (or pixels times frames) one input may claim before it
+    is decoded; 2**29 holds a 512 x 512 x 2048 CT."""
+    max_decoded_mb: int = 4096
+    """MEDTRINITY_MAX_DECODED_MB: the most memory one input may take once decoded, in MiB."""
+    max_image_pixels: int = 100_000_000
+    """MEDTRINITY_MAX_IMAGE_PIXELS: the most pixels one 2D image may claim (10,000 x 10,000 holds
+    whole-slide tiles and large radiographs)."""
+    archive_max_gb: float = 256.0
+    """MEDTRINITY_ARCHIVE_MAX_GB: the most bytes one archive may unpack to, in GiB."""
+    archive_max_members: int = 1_000_000
+    """MEDTRINITY_ARCHIVE_MAX_MEMBERS: the most members one archive may hold."""
+    archive_max_ratio: float = 200.0
+    """MEDTRINITY_ARCHIVE_MAX_RATIO: the most an archive may grow when unpacked (uncompressed bytes
+    over the archive's size); compressed imaging is rarely above 10."""
+    lease_timeout_s: float = 4 * 3600.0
+    """MEDTRINITY_LEASE_TIMEOUT_S: how long a run's lease on a source's output lasts without being
+    renewed (each shard task renews it); a lease past it belongs to a dead run and may be taken."""
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -180,4 +201,18 @@ def load_settings(env: dict | None = None) -> Settings:
         judge=env.get("MEDTRINITY_JUDGE") or None,
         judge_min_score=_number(env, "MEDTRINITY_JUDGE_MIN_SCORE", 3),
         prompt_image=env.get("MEDTRINITY_PROMPT_IMAGE") or "draw",
+        allowed_root=_data_root(env.get("MEDTRINITY_DATA_DIR")),
+        max_voxels=_number(env, "MEDTRINITY_MAX_VOXELS", 2**29),
+        max_decoded_mb=_number(env, "MEDTRINITY_MAX_DECODED_MB", 4096),
+        max_image_pixels=_number(env, "MEDTRINITY_MAX_IMAGE_PIXELS", 100_000_000),
+        archive_max_gb=_number(env, "MEDTRINITY_ARCHIVE_MAX_GB", 256.0, kind=float),
+        archive_max_members=_number(env, "MEDTRINITY_ARCHIVE_MAX_MEMBERS", 1_000_000),
+        archive_max_ratio=_number(env, "MEDTRINITY_ARCHIVE_MAX_RATIO", 200.0, kind=float),
+        lease_timeout_s=_number(env, "MEDTRINITY_LEASE_TIMEOUT_S", 4 * 3600.0, kind=float),
     )
+
+
+def _data_root(value: str | None) -> Path | None:
+    if not value or value.startswith("s3://"):
+        return None
+    return Path(value).absolute()
