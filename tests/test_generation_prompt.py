@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtrinity_tasks.generation.parsing import OutputInvalid, parse_sections, scrub_phi
+from medtrinity_tasks.generation.parsing import OutputInvalid, parse_sections
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, facts, prompt_image, render
+from medtrinity_tasks.phi import deidentify, find_phi
 from medtrinity_tasks.preprocess.images import encode_png
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
@@ -106,10 +107,10 @@ def test_phi_like_strings_are_removed_and_measurements_kept():
         "Patient John Smith, MRN: 4471-2209, seen on 03/04/2021 (call +1 617 555 0199, j.smith@example.org). "
         "A 24 x 18 mm hypodense lesion of 12 HU in segment 7, follow-up in 6-12 months."
     )
-    clean, kinds = scrub_phi(text)
+    clean, kinds = deidentify(text), find_phi(text)
     assert "John" not in clean and "4471" not in clean and "2021" not in clean and "555" not in clean
-    assert "example.org" not in clean and set(kinds) == {"name", "identifier", "date", "phone", "email"}
+    assert "example.org" not in clean and set(kinds) == {"name", "id", "date", "phone", "email"}
     assert "24 x 18 mm hypodense lesion of 12 HU in segment 7, follow-up in 6-12 months." in clean
     sections, notes = parse_sections(answer(region_relationship="Seen by Dr. Jane Doe on 2021-03-04."))
-    assert sections["region_relationship"] == "Seen by [removed] on [removed]."
+    assert sections["region_relationship"] == "Seen by [NAME] on [DATE]."
     assert "region_relationship: name removed" in notes

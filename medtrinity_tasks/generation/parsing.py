@@ -1,5 +1,5 @@
 """An LLM's answer to the five-section description: JSON parsed, repaired when that is safe, and
-scrubbed of anything that looks like personal data.
+with personal data replaced by typed placeholders (``phi.deidentify``).
 
 Safe repairs are the ones that cannot change what the model said: a Markdown code fence around the
 JSON, prose before or after the object, trailing commas, a section given as a list of sentences.
@@ -13,36 +13,14 @@ import json
 import re
 
 from medtrinity_tasks.generation.template import description_text
+from medtrinity_tasks.phi import deidentify, find_phi
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 MAX_SECTION_CHARS = 2000
 
-PHI_PATTERNS = {
-    "date": re.compile(r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:19|20)\d{2}|(?:19|20)\d{2}-\d{2}-\d{2})\b"),
-    "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
-    "identifier": re.compile(
-        r"\b(?:MRN|ID|accession|patient(?: id| number)?)\s*(?:no\.?|number|#)?\s*[:#]?\s*[A-Z0-9-]*\d[A-Z0-9-]{3,}",
-        re.I,
-    ),
-    "phone": re.compile(r"(?<![\w.])\+?\d[\d ()-]{7,}\d\b"),
-    "name": re.compile(r"\b(?i:patient|name|mr|mrs|ms|dr)\.?\s*:?\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+"),
-}
-"""Strings that look like personal data in generated text, by kind. Sizes ("24 x 18 mm"), HU values
-and section numbers do not match."""
-REDACTED = "[removed]"
-
 
 class OutputInvalid(ValueError):
     """The answer cannot be read as the five sections; the message says why."""
-
-
-def scrub_phi(text: str) -> tuple[str, list[str]]:
-    """``text`` with PHI-like strings replaced, and the kinds that were found."""
-    found = []
-    for kind, pattern in PHI_PATTERNS.items():
-        text, count = pattern.subn(REDACTED, text)
-        found += [kind] * bool(count)
-    return text, found
 
 
 def parse_sections(answer: str) -> tuple[dict[str, str], list[str]]:
@@ -80,8 +58,9 @@ def parse_sections(answer: str) -> tuple[dict[str, str], list[str]]:
             raise OutputInvalid(f"section {name!r} is missing or empty")
         if len(value) > MAX_SECTION_CHARS:
             raise OutputInvalid(f"section {name!r} is longer than {MAX_SECTION_CHARS} characters")
-        sections[name], removed = scrub_phi(" ".join(value.split()))
-        notes += [f"{name}: {kind} removed" for kind in removed]
+        value = " ".join(value.split())
+        notes += [f"{name}: {kind} removed" for kind in find_phi(value)]
+        sections[name] = deidentify(value)
     return sections, notes
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from medtrinity_tasks.generation.parsing import PHI_PATTERNS
+from medtrinity_tasks.phi import PLACEHOLDER_TAGS, find_phi
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import CENTRAL_BAND, OPPOSITE, WORDS
 
@@ -203,13 +203,30 @@ def citations_known(reading: Reading) -> bool:
     row = reading.row
     text = " ".join((row.get("description") or {}).get(name) or "" for name in DESCRIPTION_SECTIONS)
     known = {passage["id"] for passage in row.get("knowledge") or []}
-    cited = {c for c in _CITATION.findall(text) if c != "removed"}
+    cited = set(_CITATION.findall(text)) - PLACEHOLDER_TAGS
     return not cited - known
 
 
+ROI_TEXT_FIELDS = ("label", "location", "image_location", "organ_location", "size", "shape", "margin", "texture")
+
+
+def record_text(row: dict) -> str:
+    """Every text column of a record that could carry personal data: what came from the source (its
+    path, reference text, labels) and everything written from it, one field a line. Background quoted
+    from a passage is the knowledge base's words; provenance, generator and quality are the project's."""
+    description = row.get("description") or {}
+    parts = [
+        row.get(name) or "" for name in ("source_relpath", "sequence", "organ", "coarse_caption", "reference_text")
+    ]
+    parts += list(row.get("diseases") or []) + list(row.get("anatomy") or []) + list(row.get("image_labels") or [])
+    parts += [roi.get(name) or "" for roi in row.get("rois") or [] for name in ROI_TEXT_FIELDS]
+    parts += [_BACKGROUND.sub("", description.get(name) or "") for name in DESCRIPTION_SECTIONS]
+    parts.append(_BACKGROUND.sub("", row.get("description_text") or ""))
+    return "\n".join(part for part in parts if part)
+
+
 def free_of_phi(reading: Reading) -> bool:
-    text = " ".join([reading.row.get("description_text") or "", reading.row.get("coarse_caption") or ""])
-    return not any(pattern.search(text) for pattern in PHI_PATTERNS.values())
+    return not find_phi(record_text(reading.row))
 
 
 CHECKS = {
