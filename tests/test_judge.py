@@ -103,6 +103,8 @@ def test_a_run_with_the_judge_on_llama_cpp_scores_or_quarantines_every_record(
         "MEDTRINITY_LLM_URL": url,
         "MEDTRINITY_LLM_RESPONSE_FORMAT": "json_object",
         "MEDTRINITY_LLM_MAX_TOKENS": "64",
+        "MEDTRINITY_LLM_CONCURRENCY": "1",  # llama.cpp answers one at a time: time-outs measure generation only
+        "MEDTRINITY_LLM_TIMEOUT_S": "600",  # room for a loaded two-core machine
     }.items():
         monkeypatch.setenv(key, value)
     try:
