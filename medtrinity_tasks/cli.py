@@ -73,7 +73,7 @@ def _sources_unpack(args) -> int:
     destination = get_source(args.source_id, settings).location_path(settings)
     refused = 0
     for archive in args.archives:
-        result = unpack(Path(archive), destination)
+        result = unpack(Path(archive), destination, settings)
         print(f"{result.archive}: {result.extracted} files extracted to {destination}")
         for member, reason in sorted(result.refused.items()):
             print(f"  refused {member!r}: {reason}")
