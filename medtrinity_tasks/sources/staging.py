@@ -42,6 +42,9 @@ SPECIAL = "special file (device or pipe) member"
 READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile, RuntimeError, NotImplementedError)
 """What a damaged, encrypted or unsupported member raises while it is read (or written: OSError)."""
 
+RATIO_FLOOR = 64 << 20
+"""The ratio limit is judged once this much has been written: a small archive of uncompressed,
+mostly empty label maps can shrink a thousandfold and is no danger to the disk."""
 
 @dataclass
 class Unpacked:
@@ -331,5 +334,5 @@ class _Extraction:
         self.produced += produced
         if self.produced > self.settings.archive_max_gb * 2**30:
             raise self._limit(f"unpacks to more than {self.settings.archive_max_gb:g} GiB", "GB")
-        if self.produced > self.settings.archive_max_ratio * self.archive_size:
+        if self.produced > max(self.settings.archive_max_ratio * self.archive_size, RATIO_FLOOR):
             raise self._limit(f"unpacks to more than {self.settings.archive_max_ratio:g} times its size", "RATIO")
