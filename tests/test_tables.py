@@ -115,14 +115,15 @@ def test_coco_boxes(samples_dir, inprocess, tmp_path, monkeypatch):
 def test_question_answer_pairs_are_kept_as_reference_text(samples_dir, inprocess, tmp_path, monkeypatch):
     """A second table of question-answer pairs (several per image, VQA style) joins the findings table."""
     import csv
+    import shutil
 
     import yaml
 
     from medtrinity_tasks.sources.catalog import get_source
 
     root = tmp_path / "cxr_qa"
-    root.symlink_to(samples_dir / "synthetic_chest_xray", target_is_directory=True)
-    qa = tmp_path / "qa.csv"
+    shutil.copytree(samples_dir / "synthetic_chest_xray", root)
+    qa = root / "qa.csv"  # tables lie in the source directory, as every path the layout reads
     with qa.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "question", "answer"])
@@ -130,7 +131,7 @@ def test_question_answer_pairs_are_kept_as_reference_text(samples_dir, inprocess
         writer.writerow(["cxr_0001.png", "Where is the nodule?", "Right upper zone"])
         writer.writerow(["cxr_0001.png", "Is there a nodule?", "Yes"])  # repeated pairs are kept once
     entry = get_source("synthetic_chest_xray").model_dump()
-    entry["table"]["files"].append({"path": str(qa), "image_column": "image", "text_columns": ["question", "answer"]})
+    entry["table"]["files"].append({"path": qa.name, "image_column": "image", "text_columns": ["question", "answer"]})
     entry.update(id="site_cxr_qa", location=str(root))
     catalog = tmp_path / "catalog"
     catalog.mkdir()

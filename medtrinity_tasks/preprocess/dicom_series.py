@@ -9,6 +9,7 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.deid import file_aliases, salt_for, scrub
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.sources.readers import Volume
 
 
@@ -41,7 +42,8 @@ class DicomSeriesSlicer(VolumeSlicer):
         )
 
         found = known_series(
-            [self.root / p for p in row["member_files"]], [self.root / p for p in row["annotation_files"] or []]
+            [confined(self.root, p) for p in row["member_files"]],
+            [confined(self.root, p) for p in row["annotation_files"] or []],
         )
         image = read_series(found) if (found.segs or found.rtstructs or self.unannotated_slices) else None
         if image is None:

@@ -11,6 +11,7 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry, Window
+from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
 from medtrinity_tasks.stages.base import InputStage
 
@@ -47,9 +48,9 @@ class PlanarImageLoader(InputStage):
         return read_image(path)
 
     def rows_for(self, row: dict) -> list[dict]:
-        pixels = self.read(self.root / row["source_relpath"])
+        pixels = self.read(confined(self.root, row["source_relpath"]))
         if row.get("label_relpath"):
-            mask = read_mask(self.root / row["label_relpath"], self.source.image_mask.mask_values)
+            mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values)
             if mask.shape != pixels.shape[:2]:
                 raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
             present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())

@@ -10,6 +10,7 @@ from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry
+from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.sources.readers import Volume, read_nifti
 from medtrinity_tasks.stages.base import InputStage
 
@@ -76,10 +77,10 @@ class VolumeSlicer(InputStage):
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
         A 4D image holds channels (MR sequences) over one label volume."""
-        image = read_nifti(self.root / row["source_relpath"], channels=True)
+        image = read_nifti(confined(self.root, row["source_relpath"]), channels=True)
         if not row.get("label_relpath"):
             return image, self.unannotated(image.data.shape)
-        labels = read_nifti(self.root / row["label_relpath"], labels=True)
+        labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True)
         if labels.data.shape != image.data.shape[:3]:
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):

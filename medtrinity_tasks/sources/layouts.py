@@ -2,12 +2,15 @@
 
 Every file a layout is responsible for becomes an input row: either a unit of work
 (``source_relpath`` and, where there is one, ``label_relpath``) or a reject with its reason, so a
-run accounts for every file it was given.
+run accounts for every file it was given. Every path a layout lists, pairs or reads goes through
+``confined``, so a name climbing out of the source directory or a link leading out of it becomes
+a reject (or, for a listing file, an error) instead of a read.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import posixpath
@@ -15,11 +18,14 @@ import re
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
-from medtrinity_tasks.errors import MedtrinityError, SourceNotFound
+from medtrinity_tasks.errors import InputRejected, MedtrinityError, SourceNotFound
+from medtrinity_tasks.phi import quote
 from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 
 OUTSIDE = "path in dataset.json points outside the source directory"
 NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
+LINK_LEADS_OUT = "symbolic link leads outside the source directory"
+BROKEN_LINK = "broken or looping symbolic link"
 
 
 def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:
@@ -39,21 +45,61 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
     inputs = lister(source, root, scope) if source.layout == "series" else lister(source, root)
     for item in inputs.values():
         if not item.get("reject_reason"):
-            reason = _link_problem(root, root / item["source_relpath"])
+            reason = _escape_reason(root, item)
             if reason:
                 item["reject_reason"] = reason
     return [inputs[key] for key in sorted(inputs)]
 
 
-def _link_problem(root: Path, path: Path) -> str | None:
-    """Symbolic links must resolve, and stay inside the source directory."""
-    if not path.is_symlink():
-        return None
+def confined(root: Path, relpath: str) -> Path:
+    """``root / relpath`` once it is known to stay inside ``root`` with the symbolic links of every
+    component resolved; otherwise ``InputRejected`` with the reason. Layouts call it for every path
+    they list or pair, and the first stages for every file they open: a link swapped after the
+    listing is caught when the file is opened. The path comes back as named, not resolved, because
+    readers judge formats by file name and reasons name files by it."""
+    if _unsafe_name(relpath):
+        raise InputRejected(f"path leaves the source directory: {quote(relpath)}")
+    path = root / relpath
     try:
         target = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return "broken or looping symbolic link"
-    return None if target.is_relative_to(root.resolve()) else "symbolic link leads outside the source directory"
+    except RuntimeError:  # a loop, on Python before 3.13
+        raise InputRejected(BROKEN_LINK) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise InputRejected(BROKEN_LINK) from None
+        target = path.resolve()  # missing or unreadable: where it would be must still lie inside
+    if not target.is_relative_to(root.resolve()):
+        raise InputRejected(LINK_LEADS_OUT)
+    return path
+
+
+def _unsafe_name(relpath: str) -> bool:
+    """Names refused before any join: NUL, backslashes (a separator elsewhere), any ".." and what
+    ``escapes_root`` refuses (absolute or drive-letter paths)."""
+    return "\0" in relpath or "\\" in relpath or ".." in relpath.split("/") or escapes_root(relpath)
+
+
+def _escape_reason(root: Path, item: dict) -> str | None:
+    """Why a file the input would open (its image or series files, its label or annotations) leaves
+    the source directory, if one does."""
+    images = item.get("member_files") or [item["source_relpath"]]
+    labels = item.get("annotation_files") or ([item["label_relpath"]] if item.get("label_relpath") else [])
+    for relpaths, what in ((images, ""), (labels, "its annotation: ")):
+        for relpath in relpaths:
+            try:
+                confined(root, relpath)
+            except InputRejected as exc:
+                return f"{what}{exc}"
+    return None
+
+
+def _listing_file(source: SourceEntry, root: Path, relpath: str) -> Path:
+    """A file a layout reads to list its inputs (dataset.json, a table, a COCO JSON), confined as
+    the inputs are."""
+    try:
+        return confined(root, relpath)
+    except InputRejected as exc:
+        raise MedtrinityError(f"source {source.id}: cannot read {relpath}: {exc}") from None
 
 
 def _files(folder: Path) -> list[Path]:
@@ -66,7 +112,7 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
     """Medical Segmentation Decathlon: ``dataset.json`` lists image/label pairs (``training``) and
     images without labels (``test``, for an expert to label); image files in ``imagesTr`` and
     ``imagesTs`` that it does not list are rejected, so every file there is accounted for."""
-    listing = root / "dataset.json"
+    listing = _listing_file(source, root, "dataset.json")
     if not listing.is_file():
         raise SourceNotFound(
             f"source {source.id}: {listing} is missing (expected the Medical Segmentation Decathlon layout)"
@@ -83,7 +129,7 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
     except (ValueError, KeyError, TypeError) as exc:
         raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
     for item in inputs.values():
-        if any(escapes_root(p) for p in (item["source_relpath"], item["label_relpath"]) if p):
+        if _escape_reason(root, item):
             item["reject_reason"] = OUTSIDE
     for folder in ("imagesTr", "imagesTs"):
         for path in _files(root / folder):
@@ -96,7 +142,7 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
     """nnU-Net v2 raw layout: ``imagesTr/<case>_<channel:04d><file_ending>`` with
     ``labelsTr/<case><file_ending>``. Every channel file is an input (each is an image in its own
     right, e.g. BraTS's FLAIR, T1, T1ce, T2), paired with its case's label map."""
-    listing = root / "dataset.json"
+    listing = _listing_file(source, root, "dataset.json")
     if not listing.is_file():
         raise SourceNotFound(f"source {source.id}: {listing} is missing (expected the nnU-Net raw layout)")
     try:
@@ -140,8 +186,15 @@ def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = Non
         return sorted({pseudonym(salt, posixpath.dirname(p) or ".", "folder") for p in relpaths})
 
     aliases = file_aliases(salt, files)
-    series, rejects = scan([root / p for p in files])
-    inputs = {}
+    inputs, readable = {}, []
+    for relpath in files:  # before any header is read: dcmread follows links
+        try:
+            readable.append(confined(root, relpath))
+        except InputRejected as exc:
+            key = pseudonym(salt, relpath, "file")
+            reason = scrub(str(exc), {quote(relpath): key})  # no file or folder name in a reason
+            inputs[key] = {"source_relpath": key, "reject_reason": reason, "folders": folders([relpath])}
+    series, rejects = scan(readable)
     for path, reason in rejects.items():
         relpath = path.relative_to(root).as_posix()
         key = pseudonym(salt, relpath, "file")
@@ -189,12 +242,10 @@ def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
     inputs = {}
     for name, lines in grouped.items():
         relpath = posixpath.normpath(f"{layout.images_dir}/{name}")
-        if escapes_root(relpath):
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": "path in the table leaves the source"}
-            continue
         try:
+            confined(root / layout.images_dir, name)  # the name itself: "/etc/x" would join as images/etc/x
             inputs[relpath] = {"source_relpath": relpath, **_table_annotations(source, lines)}
-        except ValueError as exc:
+        except (InputRejected, ValueError) as exc:
             inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
     tables = {posixpath.normpath(table.path) for table in layout.files}
     listed_in = ", ".join(sorted(Path(t).name for t in tables))
@@ -206,28 +257,32 @@ def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
 
 def _table_lines(source: SourceEntry, root: Path, table: TableFile):
     """(image path relative to ``images_dir``, row) for every row of one CSV."""
-    path = root / table.path
+    path = _listing_file(source, root, table.path)
     if not path.is_file():
         raise SourceNotFound(f"source {source.id}: annotation table {path} is missing")
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=table.delimiter)
-        wanted = [
-            table.image_column,
-            table.label_column,
-            *table.text_columns,
-            *(table.label_columns or []),
-            *(table.box_columns or []),
-        ]
-        missing = [c for c in wanted if c and c not in (reader.fieldnames or [])]
-        if missing:
+        try:
+            wanted = [
+                table.image_column,
+                table.label_column,
+                *table.text_columns,
+                *(table.label_columns or []),
+                *(table.box_columns or []),
+            ]
+            missing = [c for c in wanted if c and c not in (reader.fieldnames or [])]
+            if missing:
+                found = ", ".join(quote(c) for c in reader.fieldnames or [])
+                raise MedtrinityError(f"source {source.id}: {path.name} has no column(s) {missing}; it has [{found}]")
+            for line in reader:
+                name = line[table.image_column].strip() + table.image_suffix
+                if table.image_rewrite:
+                    name = re.sub(table.image_rewrite[0], table.image_rewrite[1], name)
+                yield name, line
+        except (csv.Error, UnicodeDecodeError) as exc:
             raise MedtrinityError(
-                f"source {source.id}: {path.name} has no column(s) {missing}; it has {reader.fieldnames}"
-            )
-        for line in reader:
-            name = line[table.image_column].strip() + table.image_suffix
-            if table.image_rewrite:
-                name = re.sub(table.image_rewrite[0], table.image_rewrite[1], name)
-            yield name, line
+                f"source {source.id}: table {table.path} is not a readable CSV (line {reader.line_num}: {exc})"
+            ) from None
 
 
 def _table_annotations(source: SourceEntry, lines: list[tuple[TableFile, dict]]) -> dict:
@@ -264,7 +319,7 @@ def _line_labels(source: SourceEntry, table: TableFile, line: dict) -> list[str]
     for cell in (c.strip() for c in cells):
         label = source.label_named(cell)
         if label is None:
-            raise ValueError(f"label {cell!r} is not defined by the catalog entry")
+            raise ValueError(f"label {quote(cell)} is not defined by the catalog entry")
         labels.append(label.name)
     return labels
 
@@ -276,7 +331,7 @@ def _line_box(table: TableFile, line: dict) -> list[float]:
     try:
         a, b, c, d = (float(cell) for cell in cells)
     except ValueError:
-        raise ValueError(f"box {cells} is not four numbers") from None
+        raise ValueError(f"box [{', '.join(map(quote, cells))}] is not four numbers") from None
     return [a, b, a + c, b + d] if table.box_format == "xywh" else [a, b, c, d]
 
 
@@ -284,7 +339,7 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
     """COCO detection JSON: each image with its boxes (``bbox`` is x, y, width, height); category
     names are looked up in the catalog; images the JSON does not list are rejected."""
     layout = source.coco
-    listing = root / layout.annotations
+    listing = _listing_file(source, root, layout.annotations)
     if not listing.is_file():
         raise SourceNotFound(f"source {source.id}: COCO file {listing} is missing")
     try:
@@ -294,10 +349,14 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
         annotations = coco.get("annotations", [])
     except (ValueError, KeyError, TypeError) as exc:
         raise MedtrinityError(f"source {source.id}: {listing} is not COCO JSON ({exc!r})") from None
-    inputs = {
-        f"{layout.images_dir}/{name}": {"source_relpath": f"{layout.images_dir}/{name}", "annotation_boxes": []}
-        for name in images.values()
-    }
+    inputs = {}
+    for name in map(str, images.values()):
+        relpath = f"{layout.images_dir}/{name}"
+        try:
+            confined(root / layout.images_dir, name)  # the name itself: "/etc/x" would join as images//etc/x
+            inputs[relpath] = {"source_relpath": relpath, "annotation_boxes": []}
+        except InputRejected as exc:
+            inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
     for annotation in annotations:
         item = inputs.get(f"{layout.images_dir}/{images.get(annotation.get('image_id'))}")
         if item is None or item.get("reject_reason"):
@@ -356,8 +415,6 @@ def _paired_files(source: SourceEntry, root: Path) -> dict[str, dict]:
             continue
         label = posixpath.normpath(layout.label_path.format(**match.groupdict()))
         inputs[relpath] = {"source_relpath": relpath, "label_relpath": label}
-        if escapes_root(label):
-            inputs[relpath]["reject_reason"] = "its label path leaves the source directory"
         if match.groupdict().get("channel") is not None:
             inputs[relpath]["sequence"] = _channel_name(source, match["channel"])
         labels.add(label)

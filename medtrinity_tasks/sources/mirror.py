@@ -10,7 +10,8 @@ import posixpath
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
-from medtrinity_tasks.sources.layouts import escapes_root
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,20 @@ def mirror(uri: str, destination: Path, settings: Settings) -> dict[str, int]:
         if key.endswith("/"):
             continue  # folder markers
         relpath = posixpath.normpath(key)
-        if escapes_root(key):
+        folder, name = posixpath.split(relpath)
+        try:  # the key, and any link already in the mirror: nothing is written outside it
+            local = confined(destination, relpath)
+            partial = confined(destination, posixpath.join(folder, f".{name}.partial-{os.getpid()}"))
+        except InputRejected:
             done["refused"] += 1
-            log.warning("source mirror: an object key leaves the source directory; not mirrored")
+            log.warning("source mirror: an object key or a link in the mirror leads outside it; not mirrored")
             continue
         present.add(relpath)
-        local = destination / relpath
         stamp = modified.timestamp()
         if local.is_file() and local.stat().st_size == size and abs(local.stat().st_mtime - stamp) < 1:
             done["kept"] += 1
             continue
         local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
         store.download(key, partial)
         os.utime(partial, (stamp, stamp))
         os.replace(partial, local)  # atomic: a reader sees the old file or the new one
