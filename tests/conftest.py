@@ -52,9 +52,11 @@ def knowledge_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def settings_env(samples_dir, knowledge_dir, tmp_path, monkeypatch) -> dict:
     """Environment for a run: samples from the session's source, its knowledge index, output in a
-    fresh directory."""
+    fresh directory, and the test's own directory as MEDTRINITY_DATA_DIR, where a test stages the
+    sources of its site catalog entries."""
     env = {
         "MEDTRINITY_SAMPLES_DIR": str(samples_dir),
+        "MEDTRINITY_DATA_DIR": str(tmp_path),
         "MEDTRINITY_KNOWLEDGE_DIR": str(knowledge_dir),
         "MEDTRINITY_OUTPUT": str(tmp_path / "out"),
         "MEDTRINITY_RAY_NUM_CPUS": "2",

@@ -210,6 +210,11 @@ class SourceEntry(BaseModel):
     """2D sources with a fixed projection: patient direction of +column and +row, e.g. ["L", "I"]
     for frontal chest radiographs. Unset: locations are given in the image's own words."""
     location: str
+    """A local directory or s3://bucket/prefix; environment variables are expanded. A local one
+    must lie (symbolic links resolved) below MEDTRINITY_DATA_DIR or MEDTRINITY_SAMPLES_DIR."""
+    allow_outside_data_dir: bool = False
+    """Let a local ``location`` lie elsewhere (a site's own staging disk): a catalog file otherwise
+    cannot point the pipeline at the rest of the machine. "/" and relative locations stay refused."""
     labels: dict[int, Label]
     window: Window | Literal["lung", "soft_tissue", "bone", "brain"] | None = None
     """Display window in the image's units (HU for CT) or a preset's name. Unset: CT gets its body
@@ -283,7 +288,33 @@ class SourceEntry(BaseModel):
         its mirror under MEDTRINITY_CACHE_DIR (kept in step by every listing of the source)."""
         settings = settings or load_settings()
         uri = self.location_uri(settings)
-        return settings.cache_dir / "sources" / self.id if uri.startswith("s3://") else Path(uri)
+        if uri.startswith("s3://"):
+            return settings.cache_dir / "sources" / self.id
+        return self._allowed_location(Path(uri), settings)
+
+    def _allowed_location(self, path: Path, settings: Settings) -> Path:
+        """``path`` unless it is relative, the file system's root, or (without
+        ``allow_outside_data_dir``) resolves outside MEDTRINITY_DATA_DIR and MEDTRINITY_SAMPLES_DIR."""
+        where = f"source {self.id}: location {str(path)!r}"
+        if not path.is_absolute():
+            raise MedtrinityError(
+                f"{where} is relative; give an absolute path, e.g. ${{MEDTRINITY_DATA_DIR}}/{self.id}"
+            )
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            raise MedtrinityError(f"{where} cannot be resolved: a symbolic link on the way loops") from None
+        if real == Path(real.anchor):
+            raise MedtrinityError(f"{where} is the file system's root; stage the source in a directory of its own")
+        allowed = [root.resolve() for root in (settings.allowed_root, settings.samples_dir) if root]
+        if self.allow_outside_data_dir or any(real.is_relative_to(root) for root in allowed):
+            return path
+        resolved = f" (resolving to {real})" if real != path else ""
+        raise MedtrinityError(
+            f"{where}{resolved} lies outside MEDTRINITY_DATA_DIR ({settings.allowed_root or 'not set'}) and "
+            f"MEDTRINITY_SAMPLES_DIR ({settings.samples_dir}): stage the source below MEDTRINITY_DATA_DIR, "
+            "set MEDTRINITY_DATA_DIR to a directory above it, or set allow_outside_data_dir: true in its entry"
+        )
 
 
 @lru_cache(maxsize=8)
