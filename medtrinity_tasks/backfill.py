@@ -56,4 +56,8 @@ def _staged(entry: SourceEntry, settings) -> bool | str:
         return "not staged: its location names an environment variable that is not set"
     if uri.startswith("s3://"):
         return True  # listed when its DAG runs
-    return True if entry.location_path(settings).is_dir() else "not staged: its location does not exist"
+    try:
+        path = entry.location_path(settings)
+    except MedtrinityError as exc:  # a location outside the data directory: said, not fatal to the others
+        return f"not staged: {exc}"
+    return True if path.is_dir() else "not staged: its location does not exist"

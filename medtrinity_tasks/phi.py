@@ -18,7 +18,9 @@ text to look at.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import posixpath
 import re
 from functools import lru_cache
 
@@ -93,6 +95,7 @@ PROJECT_PATTERNS = {
     ],
     "DATE_TIME": [
         (rf"\b(?:{_WORDED_DATE})\b", 0.7),
+        (r"\b(?:19|20)\d{2}([-._])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])\b", 0.7),  # ISO-like, in names too
         (r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b", 0.6),
     ],
     "AGE": [
@@ -182,11 +185,13 @@ _PHONE_DIGITS = re.compile(r"\d(?:[\s().+-]*\d){6,}")
 time Presidio takes) runs only on texts that have such a run."""
 
 
-def _results(text: str) -> list:
+def _results(text: str, in_names: bool = False) -> list:
     if not text or not text.strip():
         return []
     found = []
     for recognizer in _recognizers():
+        if in_names and not recognizer.name.startswith("medtrinity_"):
+            continue
         if recognizer.name == "PhoneRecognizer" and not _PHONE_DIGITS.search(text):
             continue
         for result in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None):
@@ -201,6 +206,14 @@ def find_phi(text: str | None) -> list[str]:
     return sorted({PLACEHOLDERS.get(r.entity_type, "[PHI]")[1:-1].lower() for r in _results(text or "")})
 
 
+def phi_in_path(relpath: str) -> list[str]:
+    """The kinds of personal data a file or folder name holds ("DOE^JOHN_19500102.png"). Only the
+    project's recognizers look: Presidio's generic dates and phone numbers take the dotted UIDs and
+    digit runs that name public datasets' files (``1.3.6.1.4.1...``, ``00000013_005.png``) for them."""
+    words = relpath.replace("_", " ")  # "_19500102." has no word boundary before its date
+    return sorted({PLACEHOLDERS.get(r.entity_type, "[PHI]")[1:-1].lower() for r in _results(words, in_names=True)})
+
+
 def deidentify(text: str | None) -> str | None:
     """``text`` with every piece of personal data replaced by its typed placeholder."""
     if text is None:
@@ -212,9 +225,46 @@ def deidentify(text: str | None) -> str | None:
     return engine.anonymize(text=text, analyzer_results=results, operators=operators).text
 
 
-def clean_reason(reason: str) -> str:
-    """A reject or quarantine reason as it may be recorded: de-identified, on one line, and capped."""
-    reason = " ".join(deidentify(reason).split())
+def pseudonym(salt: str, value: str, kind: str) -> str:
+    """E.g. 'series-3f9c...': stable for one salt, not reversible without it."""
+    digest = hashlib.sha256("\x1f".join((salt, value)).encode()).hexdigest()
+    return f"{kind}-{digest[:24]}"
+
+
+def scrub(text: str, names: dict[str, str]) -> str:
+    """``text`` with every name in ``names`` replaced by its pseudonym, longest first."""
+    for name, alias in sorted(names.items(), key=lambda item: -len(item[0])):
+        text = text.replace(name, alias)
+    return text
+
+
+def published_path(relpath: str, salt: str) -> str:
+    """``relpath`` with each folder or file name that holds personal data replaced by a pseudonym
+    (a file keeps its extensions, which say its format): 'DOE_JOHN/19500102_ct.nii.gz' becomes
+    'folder-3f9c.../file-a1b2....nii.gz'. A clean path comes back as it is."""
+    parts = relpath.split("/")
+    for n, part in enumerate(parts):
+        if phi_in_path(part):
+            last = n == len(parts) - 1
+            suffix = "".join(f".{ext}" for ext in part.split(".")[1:][-2:] if ext.isalnum() and len(ext) <= 4)
+            alias = pseudonym(salt, "/".join(parts[: n + 1]), "file" if last else "folder")
+            parts[n] = alias + suffix if last else alias
+    return "/".join(parts)
+
+
+def name_aliases(row: dict) -> dict[str, str]:
+    """Real name -> published pseudonym, for an input renamed because its name held personal data
+    (``file_relpath`` is where it lies, ``source_relpath`` what is published)."""
+    real, alias = row.get("file_relpath"), row.get("source_relpath")
+    if not real or real == alias:
+        return {}
+    return {real: alias, posixpath.basename(real): posixpath.basename(alias)}
+
+
+def clean_reason(reason: str, aliases: dict[str, str] | None = None) -> str:
+    """A reject or quarantine reason as it may be recorded: renamed files named by their pseudonyms,
+    de-identified, on one line, and capped."""
+    reason = " ".join(deidentify(scrub(reason, aliases or {})).split())
     return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
 
 

@@ -125,6 +125,7 @@ RECORD_SCHEMA = pa.schema(
 )
 
 WORK_FIELDS = [
+    pa.field("file_relpath", pa.string()),  # where the input lies, when its name is published as a pseudonym
     pa.field("label_relpath", pa.string()),  # the input's annotation file
     pa.field("label_slice", pa.binary()),  # the annotation slice: uint16 label values, row-major, height x width
     pa.field("image_labels", pa.list_(pa.string())),  # catalog names of image-level class labels

@@ -315,7 +315,8 @@ def test_paired_files(place):
 
 
 def test_dicom_series_read_no_header_outside(place, monkeypatch):
-    from medtrinity_tasks.preprocess.deid import pseudonym, salt_for
+    from medtrinity_tasks.phi import pseudonym
+    from medtrinity_tasks.preprocess.deid import salt_for
     from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
     from medtrinity_tasks.sources.readers import dicom
     from tests import dicom_fixtures as fx

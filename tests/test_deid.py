@@ -8,8 +8,9 @@ import pytest
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.phi import pseudonym
 from medtrinity_tasks.pipeline import plan_shards, run_source
-from medtrinity_tasks.preprocess.deid import pseudonym, salt_for
+from medtrinity_tasks.preprocess.deid import salt_for
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.samples import BAD_DICOM, FAKE_PHI
 

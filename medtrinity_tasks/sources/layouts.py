@@ -19,11 +19,12 @@ from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected, MedtrinityError, SourceNotFound
-from medtrinity_tasks.phi import quote
+from medtrinity_tasks.phi import clean_reason, deidentify, name_aliases, phi_in_path, published_path, quote
 from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 
 OUTSIDE = "path in dataset.json points outside the source directory"
 NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
+NAME_HOLDS_PHI = "file name holds personal data"
 LINK_LEADS_OUT = "symbolic link leads outside the source directory"
 BROKEN_LINK = "broken or looping symbolic link"
 
@@ -48,7 +49,29 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
             reason = _escape_reason(root, item)
             if reason:
                 item["reject_reason"] = reason
+        _deidentify(item, source, settings)
     return [inputs[key] for key in sorted(inputs)]
+
+
+def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> None:
+    """Free text a source carries (reports, captions, QA answers), reasons that quote its files and
+    cells, and file names that hold personal data are de-identified here, where they enter the
+    pipeline: no plan, stage, prompt, record or log ever sees them raw. A renamed input is published
+    under its pseudonym and read from ``file_relpath``; without MEDTRINITY_DEID_SALT it is rejected."""
+    relpath = item["source_relpath"]
+    if phi_in_path(relpath):
+        from medtrinity_tasks.preprocess.deid import salt_for
+
+        try:
+            salt = salt_for(source, settings)
+        except MedtrinityError:
+            salt = ""
+            item["reject_reason"] = f"{NAME_HOLDS_PHI}; set MEDTRINITY_DEID_SALT to publish it under a pseudonym"
+        item.update(source_relpath=published_path(relpath, salt), file_relpath=relpath)
+    if item.get("reference_text"):
+        item["reference_text"] = deidentify(item["reference_text"])
+    if item.get("reject_reason"):
+        item["reject_reason"] = clean_reason(item["reject_reason"], name_aliases(item))
 
 
 def confined(root: Path, relpath: str) -> Path:
@@ -170,7 +193,8 @@ def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = Non
     in DICOM trees often hold patient ids or dates, reaches an output. Each input carries the
     pseudonyms of the folders its files lie in, which a later listing can be scoped to."""
     from medtrinity_tasks.config import load_settings
-    from medtrinity_tasks.preprocess.deid import file_aliases, pseudonym, salt_for, scrub
+    from medtrinity_tasks.phi import pseudonym, scrub
+    from medtrinity_tasks.preprocess.deid import file_aliases, salt_for
     from medtrinity_tasks.sources.readers.dicom import scan
 
     salt = salt_for(source, load_settings())
@@ -366,10 +390,10 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
         box = annotation.get("bbox")
         if label is None:
             item["reject_reason"] = (
-                f"category {name or annotation.get('category_id')!r} is not defined by the catalog entry"
+                f"category {_quoted(name or annotation.get('category_id'))} is not defined by the catalog entry"
             )
         elif not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
-            item["reject_reason"] = f"annotation {annotation.get('id')} has no valid bbox"
+            item["reject_reason"] = f"annotation {_quoted(annotation.get('id'))} has no valid bbox"
         else:
             x, y, w, h = box
             item["annotation_boxes"].append({"label": label.name, "bbox_xyxy": [x, y, x + w, y + h]})
@@ -377,6 +401,11 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
         relpath = f"{layout.images_dir}/{path.name}"
         inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {layout.annotations}"})
     return inputs
+
+
+def _quoted(value) -> str:
+    """A COCO id or name as a reason shows it: numbers as they are, text de-identified and capped."""
+    return str(value) if isinstance(value, int | float) else quote(value)
 
 
 def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
@@ -470,7 +499,7 @@ def check_staged(source: SourceEntry, settings: Settings) -> tuple[list[dict], l
         if item.get("reject_reason"):
             problems.append(f"{item['source_relpath']}: {item['reject_reason']}")
             continue
-        if not (root / item["source_relpath"]).is_file():
+        if not item.get("member_files") and not (root / (item.get("file_relpath") or item["source_relpath"])).is_file():
             problems.append(f"{item['source_relpath']}: listed but missing")
         label = item.get("label_relpath")
         if label and not (root / label).is_file():
