@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
@@ -19,8 +18,9 @@ from itertools import pairwise
 from pathlib import Path
 
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.phi import project_logger
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 
 CHUNK_CHARS = 1000  # MedRAG's chunk size
 CHUNK_OVERLAP = 200  # and overlap

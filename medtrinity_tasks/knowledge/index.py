@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import shutil
 import tempfile
 import time
@@ -25,8 +24,9 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import KnowledgeUnavailable
 from medtrinity_tasks.knowledge.corpus import Chunk, CorpusReader
 from medtrinity_tasks.knowledge.embeddings import INSTALL_HINT, DenseEncoder, bm25_document
+from medtrinity_tasks.phi import project_logger
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 DENSE, SPARSE = "dense", "bm25"
 BM25_VERSION = "bm25-k1.2-b0.75-avg100-s-stemmer"
 """Names how the sparse vectors are computed (embeddings.py); a collection built otherwise is refused."""

@@ -4,17 +4,17 @@ layouts and readers work on files whatever the staging. Objects are fetched when
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.phi import project_logger
 from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.storage import open_store
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 
 
 def mirror(uri: str, destination: Path, settings: Settings) -> dict[str, int]:

@@ -8,12 +8,12 @@ quarantined with the error, so one bad batch never loses data or stops a shard.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.phi import project_logger
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 
 
 def is_live(row: dict) -> bool:
