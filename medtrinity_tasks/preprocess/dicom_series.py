@@ -44,17 +44,18 @@ class DicomSeriesSlicer(VolumeSlicer):
         found = known_series(
             [confined(self.root, p) for p in row["member_files"]],
             [confined(self.root, p) for p in row["annotation_files"] or []],
+            self.limits,
         )
-        image = read_series(found) if (found.segs or found.rtstructs or self.unannotated_slices) else None
+        image = read_series(found, self.limits) if (found.segs or found.rtstructs or self.unannotated_slices) else None
         if image is None:
             raise InputRejected("series has no SEG or RTSTRUCT annotation and no expert covers its modality and region")
         if not (found.segs or found.rtstructs):
             return image, self.unannotated(image.data.shape)
         labels = np.zeros(image.data.shape, dtype=np.uint16)
         for path in found.segs:
-            seg = read_seg_labels(path, found, image)
+            seg = read_seg_labels(path, found, image, limits=self.limits)
             labels = np.where(seg > 0, seg, labels)
         for path in found.rtstructs:
-            contours = read_rtstruct_labels(path, found, image, self.roi_labels)
+            contours = read_rtstruct_labels(path, found, image, self.roi_labels, limits=self.limits)
             labels = np.where(contours > 0, contours, labels)
         return image, labels

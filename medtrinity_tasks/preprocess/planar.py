@@ -13,6 +13,7 @@ from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry, Window
 from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
+from medtrinity_tasks.sources.readers.limits import InputLimits, listed
 from medtrinity_tasks.stages.base import InputStage
 
 
@@ -38,25 +39,26 @@ class PlanarImageLoader(InputStage):
         self.source = source
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
+        self.limits = InputLimits.of(settings)
 
     def read(self, path) -> np.ndarray:
         """Pixels as stored (2D image files), or in modality units (single DICOM images)."""
         if self.source.format == "dicom":
             from medtrinity_tasks.sources.readers.dicom import read_dicom_image
 
-            return read_dicom_image(path)
-        return read_image(path)
+            return read_dicom_image(path, self.limits)
+        return read_image(path, self.limits)
 
     def rows_for(self, row: dict) -> list[dict]:
         pixels = self.read(confined(self.root, row["source_relpath"]))
         if row.get("label_relpath"):
-            mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values)
+            mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values, self.limits)
             if mask.shape != pixels.shape[:2]:
                 raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
             present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())
             unknown = sorted(present - set(self.source.labels) - {0})
             if unknown:
-                raise InputRejected(f"mask holds values {unknown} that the catalog entry does not define")
+                raise InputRejected(f"mask holds values the catalog entry does not define: {listed(unknown)}")
         else:  # boxes or class labels only
             mask = np.zeros(pixels.shape[:2], dtype=np.uint16)
         if self.source.rescale_intercept:

@@ -12,6 +12,7 @@ from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.layouts import confined
 from medtrinity_tasks.sources.readers import Volume, read_nifti
+from medtrinity_tasks.sources.readers.limits import InputLimits, listed
 from medtrinity_tasks.stages.base import InputStage
 
 AXES = {"axial": (2, ["L", "P"]), "coronal": (1, ["L", "I"]), "sagittal": (0, ["P", "I"])}
@@ -30,6 +31,14 @@ def display_view(ras_slice: np.ndarray) -> np.ndarray:
 def plane(volume: np.ndarray, along: int, index: int) -> np.ndarray:
     """The 2D plane at ``index`` along axis ``along``, as a view (np.take copies, and slowly)."""
     return volume[(slice(None),) * along + (index,)]
+
+
+def label_values(labels: np.ndarray) -> set[int]:
+    """The values a label map holds besides background. bincount counts quickly but allocates a counter for every
+    value up to the largest, so a map holding a large value (a broken or hostile file) is counted by sorting."""
+    if np.can_cast(labels.dtype, np.intp) and labels.max(initial=0) < 2**16:
+        return set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
+    return set(np.unique(labels).tolist()) - {0}
 
 
 def choose_slices(
@@ -61,6 +70,7 @@ class VolumeSlicer(InputStage):
         self.source = source
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
+        self.limits = InputLimits.of(settings)
         self.context = (
             source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
         )
@@ -77,10 +87,10 @@ class VolumeSlicer(InputStage):
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
         A 4D image holds channels (MR sequences) over one label volume."""
-        image = read_nifti(confined(self.root, row["source_relpath"]), channels=True)
+        image = read_nifti(confined(self.root, row["source_relpath"]), channels=True, limits=self.limits)
         if not row.get("label_relpath"):
             return image, self.unannotated(image.data.shape)
-        labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True)
+        labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True, limits=self.limits)
         if labels.data.shape != image.data.shape[:3]:
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):
@@ -96,13 +106,13 @@ class VolumeSlicer(InputStage):
 
     def rows_for(self, row: dict) -> list[dict]:
         image, labels = self.read(row)
-        present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}  # np.unique sorts: slower
+        present = label_values(labels)
         annotated = bool(row.get("label_relpath") or row.get("annotation_files"))
         if annotated and not present:
             raise InputRejected("label map is empty: no annotated structure to describe")
         unknown = sorted(present - set(self.source.labels))
         if unknown:
-            raise InputRejected(f"label map holds values {unknown} that the catalog entry does not define")
+            raise InputRejected(f"label map holds values the catalog entry does not define: {listed(unknown)}")
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
         channels = self.channels(row, image)

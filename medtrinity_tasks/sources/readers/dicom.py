@@ -9,6 +9,11 @@ same ``Volume`` as the NIfTI reader: ``data[x, y, z]`` in RAS+ order. ``read_seg
 ``read_rtstruct_labels`` turn a SEG or an RTSTRUCT into a label volume aligned voxel for voxel
 with that ``Volume``.
 
+Limits: what a file claims (Rows, Columns, NumberOfFrames, SamplesPerPixel and BitsAllocated, summed
+over a series' files) is checked against ``InputLimits`` before its pixels are decoded; a deflated
+dataset, which pydicom inflates whole even to read a header, is inflated first in bounded steps,
+counting, and refused when it would pass the limit.
+
 Privacy: only the keywords in ``ALLOWED_ATTRIBUTES`` are ever read (``dcmread(specific_tags=...)``
 for the top-level ones; the nested ones live inside those sequences), and every value is read
 through ``_get``, which refuses any other keyword. Patient name, ID, birth date, accession number,
@@ -34,6 +39,7 @@ import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.base import Volume
+from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits, error_detail, listed
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # SegmentationType LABELMAP (2024 supplement)
@@ -109,6 +115,7 @@ _NESTED = (
     "ContourData",
     # file meta
     "TransferSyntaxUID",
+    "FileMetaInformationGroupLength",
 )
 """Keywords read inside the sequences above, and the transfer syntax from the file meta."""
 
@@ -135,12 +142,16 @@ _NON_IMAGE_PREFIXES = (
     "1.2.840.10008.1.3.10",  # media storage directory (DICOMDIR)
 )
 _IMAGE_EXCEPTIONS = ("1.2.840.10008.5.1.4.1.1.481.1",)  # RT Image Storage
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"  # deflated explicit VR little endian
 _NATIVE_SYNTAXES = (
     "1.2.840.10008.1.2",  # implicit VR little endian
     "1.2.840.10008.1.2.1",  # explicit VR little endian
     "1.2.840.10008.1.2.2",  # explicit VR big endian
-    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    _DEFLATED_SYNTAX,
 )
+_PREAMBLE_AND_PREFIX_BYTES = 128 + 4
+_GROUP_LENGTH_ELEMENT_BYTES = 12  # (0002,0000) UL in explicit VR: tag, VR, length, value
+_INFLATE_STEP_BYTES = 2**20
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _MALFORMED = (ValueError, TypeError, IndexError, OverflowError)
 """What malformed header values raise when converted (``int('abc')``, ``float(None)``, short lists)."""
@@ -197,7 +208,7 @@ class _Frame:
 # scanning
 
 
-def scan(paths: list[Path]) -> tuple[list[DicomSeries], dict[Path, str]]:
+def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[DicomSeries], dict[Path, str]]:
     """Group DICOM files into image series from their headers; return the series and the rejects.
 
     Series come back sorted by their first file's path; SEG and RTSTRUCT files are attached to the
@@ -206,7 +217,7 @@ def scan(paths: list[Path]) -> tuple[list[DicomSeries], dict[Path, str]]:
     images: dict[str, list[tuple[Path, object]]] = {}
     annotations: list[tuple[Path, object, str]] = []
     for path in paths:
-        header, reason = _scan_header(Path(path))
+        header, reason = _scan_header(Path(path), limits)
         if reason is not None:
             rejects[path] = reason
             continue
@@ -258,7 +269,7 @@ def scan(paths: list[Path]) -> tuple[list[DicomSeries], dict[Path, str]]:
     return series, rejects
 
 
-def _scan_header(path: Path) -> tuple[object | None, str | None]:
+def _scan_header(path: Path, limits: InputLimits) -> tuple[object | None, str | None]:
     """A file's allowed header elements, or the reason it cannot be used."""
     try:
         size = path.stat().st_size
@@ -269,7 +280,9 @@ def _scan_header(path: Path) -> tuple[object | None, str | None]:
     if size == 0:
         return None, "zero-byte file"
     try:
-        header = _read(path, pixels=False)
+        header = _read(path, pixels=False, limits=limits)
+    except InputRejected as reject:
+        return None, str(reject)
     except Exception as exc:
         return None, _unreadable_reason(path, exc)
     if _get(header.file_meta, "TransferSyntaxUID") is None:
@@ -308,7 +321,7 @@ def _unreadable_reason(path: Path, exc: Exception) -> str:
         except Exception:
             pass
         return "not a DICOM file (no 'DICM' prefix or file meta)"
-    return f"not a readable DICOM file ({type(exc).__name__}: {_clean(str(exc), path)})"
+    return f"not a readable DICOM file ({error_detail(exc, path)})"
 
 
 def _annotation_references(header, kind: str) -> tuple[set[str], set[str]]:
@@ -363,17 +376,17 @@ def _first_plane(header, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return frame.position, frame.orientation
 
 
-def known_series(files: list[Path], annotations: list[Path]) -> DicomSeries:
+def known_series(files: list[Path], annotations: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> DicomSeries:
     """A series that an earlier ``scan`` grouped (``files`` in slice order) with its SEG and
     RTSTRUCT files, rebuilt from one header each instead of scanning it again; ``read_series``
     checks that every file still belongs to it."""
     changed = "the series' files no longer form one series: the source changed after listing"
-    header, reason = _scan_header(files[0]) if files else (None, "no files")
+    header, reason = _scan_header(files[0], limits) if files else (None, "no files")
     if reason is not None:
         raise InputRejected(changed)
     segs, rtstructs = [], []
     for path in annotations:
-        annotation, reason = _scan_header(path)
+        annotation, reason = _scan_header(path, limits)
         sop_class = str(_get(annotation, "SOPClassUID", "") or "") if reason is None else ""
         if sop_class not in (*SEG_CLASSES, RTSTRUCT_STORAGE):
             raise InputRejected(changed)
@@ -393,29 +406,42 @@ def known_series(files: list[Path], annotations: list[Path]) -> DicomSeries:
 
 
 @_rejects_malformed("image header")
-def read_series(series: DicomSeries) -> Volume:
+def read_series(series: DicomSeries, limits: InputLimits = DEFAULT_LIMITS) -> Volume:
     """The series as a float32 RAS+ ``Volume`` in modality units (e.g. HU for CT).
 
-    Raises ``InputRejected`` for an inconsistent series, missing geometry, duplicate or unevenly
-    spaced positions, truncated pixel data or a transfer syntax that cannot be decoded."""
+    Each file is decoded as soon as it is read, once the voxels its headers and those before it
+    claim fit ``limits``: so the series never holds more than one file's raw data besides the
+    pixels it may hold. Raises ``InputRejected`` for an inconsistent series, missing geometry,
+    duplicate or unevenly spaced positions, truncated pixel data, a transfer syntax that cannot be
+    decoded or a series larger than ``limits``."""
     if not series.files:
         raise InputRejected("series holds no image files")
-    datasets = []
     frames: list[_Frame] = []
+    decoded = []  # per file: its path, stored values and MONOCHROME1 top
+    sizes: set[tuple[int, int]] = set()
+    voxels = itemsize = 0
     for path in series.files:
-        ds = _read_for_pixels(path)
+        ds = _read_for_pixels(path, limits)
         if str(_get(ds, "SeriesInstanceUID", "")) != series.series_uid:
             raise InputRejected("the series' files no longer form one series: the source changed after listing")
-        datasets.append(ds)
         frames.extend(_frames_of(ds, path))
+        rows, columns, count, bytes_per_pixel = _claimed(ds)
+        sizes.add((rows, columns))
+        voxels += rows * columns * count
+        itemsize = max(itemsize, bytes_per_pixel)
+        # the peak is the stored values with the float32 volume, or that volume with its RAS+ copy
+        limits.check_volume(
+            (columns, rows, len(frames)) if len(sizes) == 1 else (voxels,),
+            itemsize,
+            max(itemsize, FLOAT32_BYTES) + FLOAT32_BYTES,
+        )
+        decoded.append((path, _decode(ds, path), _monochrome1_top(ds)))
     ordered, lps_affine, spacing = _geometry(frames)
 
     index_of = {(f.path, f.frame): k for k, f in enumerate(ordered)}
     rows, columns = ordered[0].rows, ordered[0].columns
     data = np.empty((columns, rows, len(ordered)), dtype=np.float32)
-    for path, ds in zip(series.files, datasets, strict=True):
-        stored = _decode(ds, path)
-        top = _monochrome1_top(ds)
+    for path, stored, top in decoded:
         for frame_index in range(stored.shape[0]):
             k = index_of[(path, frame_index)]
             frame = ordered[k]
@@ -423,7 +449,7 @@ def read_series(series: DicomSeries) -> Volume:
             if top is not None:
                 values = top - values
             data[:, :, k] = (values * frame.slope + frame.intercept).T
-        del stored
+    decoded.clear()
     if not np.isfinite(data).all():
         raise InputRejected("volume holds NaN or infinite values")
     data, affine, original, spacing_ras = _to_ras(data, lps_affine, spacing)
@@ -440,19 +466,22 @@ def _monochrome1_top(ds) -> int | None:
 
 
 @_rejects_malformed("image header")
-def read_dicom_image(path: Path) -> np.ndarray:
+def read_dicom_image(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """One 2D DICOM image (a radiograph, a mammogram) as float32 [row, column] in modality units,
     MONOCHROME1 turned so that higher is brighter. What ``scan`` rejects (non-image objects, no
-    file meta, burned-in annotation) is rejected here with the same reason."""
+    file meta, burned-in annotation) is rejected here with the same reason, and so is an image
+    whose header claims more than ``limits``, before its pixels are decoded."""
     if not path.is_file():
         raise InputRejected(f"file is missing: {path.name}")
-    _, reason = _scan_header(path)
+    _, reason = _scan_header(path, limits)
     if reason is not None:
         raise InputRejected(reason)
-    ds = _read_for_pixels(path)
+    ds = _read_for_pixels(path, limits)
+    rows, columns, count, itemsize = _claimed(ds)
+    if count != 1:
+        raise InputRejected(f"{path.name} holds {count} frames; a 2D source reads single images")
+    limits.check_image(columns, rows, itemsize, itemsize + FLOAT32_BYTES)
     stored = _decode(ds, path)
-    if stored.shape[0] != 1:
-        raise InputRejected(f"{path.name} holds {stored.shape[0]} frames; a 2D source reads single images")
     values = stored[0].astype(np.float32)
     top = _monochrome1_top(ds)
     if top is not None:
@@ -462,11 +491,13 @@ def read_dicom_image(path: Path) -> np.ndarray:
     return values * slope + intercept
 
 
-def _read_for_pixels(path: Path):
+def _read_for_pixels(path: Path, limits: InputLimits):
     if not path.is_file():
         raise InputRejected(f"file is missing: {path.name}")
     try:
-        ds = _read(path, pixels=True)
+        ds = _read(path, pixels=True, limits=limits)
+    except InputRejected:
+        raise
     except Exception as exc:
         raise InputRejected(_unreadable_reason(path, exc)) from None
     if _get(ds.file_meta, "TransferSyntaxUID") is None:
@@ -541,8 +572,9 @@ def _geometry(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray, tuple[flo
     affine of the [column, row, slice] grid and its spacing."""
     sizes = sorted({(f.rows, f.columns) for f in frames})
     if len(sizes) > 1:
-        listed = ", ".join(f"{r}x{c}" for r, c in sizes)
-        raise InputRejected(f"inconsistent series: mixed image sizes ({listed} rows x columns)")
+        raise InputRejected(
+            f"inconsistent series: mixed image sizes ({listed(f'{r}x{c}' for r, c in sizes)} rows x columns)"
+        )
     first = frames[0]
     for f in frames[1:]:
         if not np.allclose(f.orientation, first.orientation, atol=1e-3):
@@ -630,7 +662,7 @@ def _decode(ds, path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             pixels = ds.pixel_array
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {_clean(str(exc), path)}"
+        detail = error_detail(exc, path)
         if syntax in _NATIVE_SYNTAXES:
             raise InputRejected(f"unreadable pixel data in {path.name} ({detail})") from None
         raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}: {detail}") from None
@@ -646,7 +678,11 @@ def _decode(ds, path: Path) -> np.ndarray:
 
 @_rejects_malformed("SEG")
 def read_seg_labels(
-    seg_path: Path, series: DicomSeries, volume: Volume, segment_labels: dict[int, int] | None = None
+    seg_path: Path,
+    series: DicomSeries,
+    volume: Volume,
+    segment_labels: dict[int, int] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
     """A DICOM SEG (BINARY, FRACTIONAL or LABELMAP) as labels aligned voxel for voxel with ``volume``.
 
@@ -656,7 +692,7 @@ def read_seg_labels(
     image they were derived from (ReferencedSOPInstanceUID). Later segments overwrite earlier ones
     where they overlap."""
     seg_path = Path(seg_path)
-    ds = _read_for_pixels(seg_path)
+    ds = _read_for_pixels(seg_path, limits)
     if str(_get(ds, "SOPClassUID", "")) not in SEG_CLASSES:
         raise InputRejected(f"not a DICOM SEG: {_uid_name(str(_get(ds, 'SOPClassUID', '')))}")
     series_uids, _ = _annotation_references(ds, "SEG")
@@ -672,8 +708,10 @@ def read_seg_labels(
             return number
         return segment_labels.get(number)
 
+    rows, columns, count, itemsize = _claimed(ds)
+    limits.check_volume((columns, rows, count), itemsize, itemsize, what="SEG")
     pixels = _decode(ds, seg_path)
-    geometry = _frames_of_annotation(ds, seg_path, series)
+    geometry = _frames_of_annotation(ds, seg_path, series, limits)
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence", None) or []
     shared_items = _get(ds, "SharedFunctionalGroupsSequence", None) or []
     shared_number = _segment_number(shared_items[0]) if len(shared_items) else None
@@ -683,11 +721,11 @@ def read_seg_labels(
     for index, frame in enumerate(geometry):
         target = _frame_view(labels, frame, inverse, f"SEG frame {index + 1}")
         values = pixels[index].T  # [column, row]
-        if seg_type == "LABELMAP":
-            for number in np.unique(values[values > 0]).tolist():
-                label = label_of(int(number))
-                if label:
-                    target[values == number] = label
+        if seg_type == "LABELMAP":  # one pass whatever the number of values (a comparison per value is quadratic)
+            numbers, which = np.unique(values, return_inverse=True)
+            table = np.array([(label_of(n) or 0) if n else 0 for n in numbers.tolist()], dtype=np.uint32)
+            mapped = table[which.reshape(values.shape)]
+            target[mapped > 0] = mapped[mapped > 0]
             continue
         number = _segment_number(per_frame[index]) if per_frame else None
         number = number if number is not None else shared_number
@@ -705,7 +743,11 @@ def read_seg_labels(
 
 @_rejects_malformed("RTSTRUCT")
 def read_rtstruct_labels(
-    rt_path: Path, series: DicomSeries, volume: Volume, roi_labels: dict[str, int] | None = None
+    rt_path: Path,
+    series: DicomSeries,
+    volume: Volume,
+    roi_labels: dict[str, int] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
     """An RTSTRUCT's closed planar contours filled on their slices, aligned voxel for voxel with ``volume``.
 
@@ -719,7 +761,9 @@ def read_rtstruct_labels(
     if not rt_path.is_file():
         raise InputRejected(f"file is missing: {rt_path.name}")
     try:
-        ds = _read(rt_path, pixels=False)
+        ds = _read(rt_path, pixels=False, limits=limits)
+    except InputRejected:
+        raise
     except Exception as exc:
         raise InputRejected(_unreadable_reason(rt_path, exc)) from None
     if str(_get(ds, "SOPClassUID", "")) != RTSTRUCT_STORAGE:
@@ -733,7 +777,7 @@ def read_rtstruct_labels(
     }
     shape = volume.data.shape
     inverse = np.linalg.inv(volume.affine)
-    first = _frames_of(_read(series.files[0], pixels=False), series.files[0])[0]
+    first = _frames_of(_read(series.files[0], pixels=False, limits=limits), series.files[0])[0]
     axis = int(np.argmax(np.abs(inverse[:3, :3] @ (_LPS_TO_RAS @ _normal(first.orientation)))))
     in_plane = [a for a in range(3) if a != axis]
     instances: dict[tuple[str, int], _Frame] | None = None
@@ -763,7 +807,7 @@ def read_rtstruct_labels(
             ]
             if references:
                 if instances is None:
-                    instances = _instance_frames(series)
+                    instances = _instance_frames(series, limits)
                 known = [instances[r] for r in references if r in instances]
                 if known:
                     referenced = float(_to_voxels(known[0].position[None, :], inverse)[0, axis])
@@ -784,7 +828,7 @@ def read_rtstruct_labels(
     return _narrow(labels)
 
 
-def _frames_of_annotation(ds, path: Path, series: DicomSeries) -> list[_Frame]:
+def _frames_of_annotation(ds, path: Path, series: DicomSeries, limits: InputLimits) -> list[_Frame]:
     """Each SEG frame's plane: its own position, else that of the image it was derived from."""
     count = int(_get(ds, "NumberOfFrames", 1) or 1)
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence", None) or []
@@ -795,7 +839,7 @@ def _frames_of_annotation(ds, path: Path, series: DicomSeries) -> list[_Frame]:
         except InputRejected:
             if not per_frame:
                 raise
-    instances = _instance_frames(series)
+    instances = _instance_frames(series, limits)
     frames = []
     for index in range(count):
         reference = None
@@ -811,11 +855,11 @@ def _frames_of_annotation(ds, path: Path, series: DicomSeries) -> list[_Frame]:
     return frames
 
 
-def _instance_frames(series: DicomSeries) -> dict[tuple[str, int], _Frame]:
+def _instance_frames(series: DicomSeries, limits: InputLimits) -> dict[tuple[str, int], _Frame]:
     """(SOPInstanceUID, 1-based frame number) -> frame geometry, from the series' headers."""
     found = {}
     for path in series.files:
-        for frame in _frames_of(_read(path, pixels=False), path):
+        for frame in _frames_of(_read(path, pixels=False, limits=limits), path):
             if frame.sop_uid:
                 found[(frame.sop_uid, frame.frame + 1)] = frame
     return found
@@ -881,12 +925,57 @@ def _tags() -> list:
     return [Tag(keyword) for keyword in _TOP_LEVEL]
 
 
-def _read(path: Path, *, pixels: bool):
+def _read(path: Path, *, pixels: bool, limits: InputLimits = DEFAULT_LIMITS):
     import pydicom  # lazy: heavy import
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on odd values; we validate what we use
+        _check_inflated_size(path, limits)
         return pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=_tags())
+
+
+def _check_inflated_size(path: Path, limits: InputLimits) -> None:
+    """pydicom inflates a deflated dataset whole, in memory, even to read its header: inflate it here first, a
+    step at a time and only counting, and refuse one that inflates past the limit. Files whose file meta cannot be
+    read are left to ``dcmread``, whose error says why."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return
+    if str(_get(meta, "TransferSyntaxUID", "")) != _DEFLATED_SYNTAX:
+        return
+    group_length = _get(meta, "FileMetaInformationGroupLength")
+    if group_length is None:
+        raise InputRejected(f"deflated DICOM without a file meta group length: {path.name}")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with path.open("rb") as file:
+        file.seek(_PREAMBLE_AND_PREFIX_BYTES + _GROUP_LENGTH_ELEMENT_BYTES + int(group_length))
+        while not inflater.eof and (deflated := file.read(_INFLATE_STEP_BYTES)):
+            while deflated and not inflater.eof:
+                try:
+                    inflated += len(inflater.decompress(deflated, _INFLATE_STEP_BYTES))
+                except zlib.error:
+                    return  # corrupt: dcmread fails on it, having inflated no more than was counted here
+                if inflated > limits.max_decoded_bytes:
+                    raise InputRejected(
+                        f"deflated DICOM too large: {path.name} inflates to more than the {limits.max_decoded_mb} MiB "
+                        "allowed (MEDTRINITY_MAX_DECODED_MB)"
+                    )
+                deflated = inflater.unconsumed_tail
+
+
+def _claimed(ds) -> tuple[int, int, int, int]:
+    """(rows, columns, frames, bytes per pixel) as the header claims them, to check before decoding; pydicom
+    unpacks 1-bit pixels (SEG) to a byte each."""
+    samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
+    bits = int(_get(ds, "BitsAllocated", 8) or 8)
+    frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+    return int(_get(ds, "Rows", 0) or 0), int(_get(ds, "Columns", 0) or 0), frames, samples * ((bits + 7) // 8)
 
 
 def _get(ds, keyword: str, default=None):
@@ -920,8 +1009,3 @@ def _uid_name(uid: str) -> str:
     from pydicom.uid import UID
 
     return UID(uid).name if uid else "unknown SOP class"
-
-
-def _clean(message: str, path: Path) -> str:
-    """An exception's text on one line, naming the file by its base name only."""
-    return " ".join(message.replace(str(path), path.name).split())[:200]

@@ -1,4 +1,8 @@
-"""NIfTI-1/2 volumes through nibabel, reoriented to RAS+ so slicing never guesses directions."""
+"""NIfTI-1/2 volumes through nibabel, reoriented to RAS+ so slicing never guesses directions.
+
+nibabel reads exactly what a header claims (shape times sample size, from a gzip stream too), so
+the header's claims are checked before any voxel is read; and its extensions are walked first,
+because nibabel reads each one as large as it says it is."""
 
 from __future__ import annotations
 
@@ -8,10 +12,24 @@ import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.base import Volume
+from medtrinity_tasks.sources.readers.limits import (
+    DEFAULT_LIMITS,
+    FLOAT32_BYTES,
+    InputLimits,
+    binary_size,
+    error_detail,
+    quoted,
+)
+
+_SUFFIXES = (".nii", ".nii.gz")
+_EXTENSION_FLAG_BYTES = 4
+_EXTENSION_HEADER_BYTES = 8  # esize, ecode
 
 
-def read_nifti(path: Path, *, labels: bool = False, channels: bool = False) -> Volume:
-    """Read a NIfTI file; anything unreadable raises ``InputRejected`` with the reason.
+def read_nifti(
+    path: Path, *, labels: bool = False, channels: bool = False, limits: InputLimits = DEFAULT_LIMITS
+) -> Volume:
+    """Read a NIfTI file; anything unreadable or larger than ``limits`` raises ``InputRejected`` with the reason.
 
     Images come back as float32; label maps (``labels=True``) as non-negative integers in their
     stored width, so that counting label values stays cheap. With ``channels=True`` a 4D image
@@ -19,16 +37,21 @@ def read_nifti(path: Path, *, labels: bool = False, channels: bool = False) -> V
     import nibabel as nib  # lazy: heavy import, and only this reader needs it
 
     if not path.is_file():
-        raise InputRejected(f"file is missing: {path.name}")
+        raise InputRejected(f"file is missing: {quoted(path.name)}")
+    if not path.name.lower().endswith(_SUFFIXES):
+        raise InputRejected("not a readable NIfTI file (only single-file .nii and .nii.gz are read)")
     try:
+        _check_extensions(path, limits)
         image = nib.load(str(path))
+        voxels = image.dataobj  # an array proxy: the header's shape, type and scaling, nothing read yet
+        limits.check_volume(voxels.shape, voxels.dtype.itemsize, _bytes_per_voxel(voxels, labels))
         original = "".join(nib.aff2axcodes(image.affine))
         canonical = nib.as_closest_canonical(image)
         data = np.asanyarray(canonical.dataobj)
+    except InputRejected:
+        raise
     except Exception as exc:  # nibabel raises many types for broken files
-        kind = type(exc).__name__
-        detail = str(exc).replace(str(path), path.name)[:160]
-        raise InputRejected(f"not a readable NIfTI file ({kind}: {detail})") from None
+        raise InputRejected(f"not a readable NIfTI file ({error_detail(exc, path)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3 and not (channels and data.ndim == 4):
@@ -38,6 +61,62 @@ def read_nifti(path: Path, *, labels: bool = False, channels: bool = False) -> V
         raise InputRejected("volume holds NaN or infinite values")
     zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
     return Volume(data=data, spacing_mm=zooms, affine=canonical.affine, original_orientation=original)
+
+
+def _bytes_per_voxel(voxels, labels: bool) -> int:
+    """Bytes per voxel at the read's peak: the values nibabel returns (float64 where the header scales them), plus
+    an image's float32 copy (none when those values are float32) or a float label map's rounded and int32 copies."""
+    scaled = (float(voxels.slope), float(voxels.inter)) != (1.0, 0.0)
+    values = np.dtype(np.float64) if scaled else voxels.dtype
+    if labels:
+        return 2 * values.itemsize + 4 if values.kind == "f" else values.itemsize
+    return values.itemsize if values == np.float32 else values.itemsize + FLOAT32_BYTES
+
+
+def _check_extensions(path: Path, limits: InputLimits) -> None:
+    """Walk the header extensions as nibabel will read them, skipping their contents, and refuse what would make
+    nibabel read more than the limit: an extension larger than the room before the voxels (nibabel reads it whole,
+    up to 2 GiB), extensions flagged where vox_offset leaves no room (it then reads them to the end of the file), and
+    a vox_offset beyond the limit. A file without a NIfTI header is left to nibabel, whose error says what it is."""
+    from nibabel import Nifti1Header, Nifti2Header
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path), "rb") as stream:
+            block = stream.read(Nifti2Header.template_dtype.itemsize + _EXTENSION_FLAG_BYTES)
+            classes = {klass.template_dtype.itemsize: klass for klass in (Nifti1Header, Nifti2Header)}
+            klass = classes.get(int.from_bytes(block[:4], "little")) or classes.get(int.from_bytes(block[:4], "big"))
+            if klass is None:
+                return
+            size = klass.template_dtype.itemsize
+            header = klass(block[:size], check=False)
+            offset = int(header.get_data_offset())
+            if offset - size > limits.max_decoded_bytes:
+                raise InputRejected(
+                    f"NIfTI header too large: vox_offset {offset} puts {binary_size(offset - size)} between the header "
+                    f"and the voxels, more than the {limits.max_decoded_mb} MiB allowed (MEDTRINITY_MAX_DECODED_MB)"
+                )
+            flag = block[size : size + _EXTENSION_FLAG_BYTES]
+            if len(flag) < _EXTENSION_FLAG_BYTES or flag[0] == 0:
+                return
+            room = offset - size - _EXTENSION_FLAG_BYTES
+            if room < 0:
+                raise InputRejected(f"malformed NIfTI extensions: flagged, but vox_offset {offset} leaves no room")
+            byteorder = "little" if header.endianness == "<" else "big"
+            stream.seek(size + _EXTENSION_FLAG_BYTES)
+            while room >= 16:  # nibabel's loop: an extension takes at least 16 bytes
+                extension = stream.read(_EXTENSION_HEADER_BYTES)
+                if len(extension) < _EXTENSION_HEADER_BYTES:
+                    return
+                esize = int.from_bytes(extension[:4], byteorder, signed=True)
+                if not _EXTENSION_HEADER_BYTES <= esize <= room:
+                    raise InputRejected(
+                        f"malformed NIfTI extensions: one claims {esize} bytes, {room} remain before the voxels"
+                    )
+                stream.seek(esize - _EXTENSION_HEADER_BYTES, 1)
+                room -= esize
+    except (OSError, EOFError):
+        return  # not gzip, or truncated: nibabel's own error names it
 
 
 def _label_values(data: np.ndarray) -> np.ndarray:
