@@ -6,7 +6,8 @@ import numpy as np
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.preprocess.deid import file_aliases, salt_for, scrub
+from medtrinity_tasks.phi import scrub
+from medtrinity_tasks.preprocess.deid import file_aliases, salt_for
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.layouts import confined

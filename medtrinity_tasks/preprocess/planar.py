@@ -50,7 +50,7 @@ class PlanarImageLoader(InputStage):
         return read_image(path, self.limits)
 
     def rows_for(self, row: dict) -> list[dict]:
-        pixels = self.read(confined(self.root, row["source_relpath"]))
+        pixels = self.read(confined(self.root, row.get("file_relpath") or row["source_relpath"]))
         if row.get("label_relpath"):
             mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values, self.limits)
             if mask.shape != pixels.shape[:2]:

@@ -87,7 +87,9 @@ class VolumeSlicer(InputStage):
     def read(self, row: dict) -> tuple[Volume, np.ndarray]:
         """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
         A 4D image holds channels (MR sequences) over one label volume."""
-        image = read_nifti(confined(self.root, row["source_relpath"]), channels=True, limits=self.limits)
+        image = read_nifti(
+            confined(self.root, row.get("file_relpath") or row["source_relpath"]), channels=True, limits=self.limits
+        )
         if not row.get("label_relpath"):
             return image, self.unannotated(image.data.shape)
         labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True, limits=self.limits)
