@@ -196,8 +196,10 @@ def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = Non
     from medtrinity_tasks.phi import pseudonym, scrub
     from medtrinity_tasks.preprocess.deid import file_aliases, salt_for
     from medtrinity_tasks.sources.readers.dicom import scan
+    from medtrinity_tasks.sources.readers.limits import InputLimits
 
-    salt = salt_for(source, load_settings())
+    settings = load_settings()
+    salt = salt_for(source, settings)
     wanted = set(scope) if scope is not None else None
     files = []
     for folder, _, names in os.walk(root):  # does not follow folder links: no loops
@@ -218,7 +220,7 @@ def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = Non
             key = pseudonym(salt, relpath, "file")
             reason = scrub(str(exc), {quote(relpath): key})  # no file or folder name in a reason
             inputs[key] = {"source_relpath": key, "reject_reason": reason, "folders": folders([relpath])}
-    series, rejects = scan(readable)
+    series, rejects = scan(readable, InputLimits.of(settings))
     for path, reason in rejects.items():
         relpath = path.relative_to(root).as_posix()
         key = pseudonym(salt, relpath, "file")

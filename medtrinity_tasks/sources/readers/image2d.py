@@ -34,6 +34,10 @@ def _pillow_refusing_above(pixels: int | None):
         Image.MAX_IMAGE_PIXELS = previous
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "JPEG2000", "PPM")
+"""The formats image sources ship. Pillow would otherwise try every decoder it has, EPS included,
+which hands the file to Ghostscript."""
+
 def _open(path: Path, limits: InputLimits):
     from PIL import Image, ImageMode  # lazy: only 2D sources need it here
 
@@ -41,7 +45,7 @@ def _open(path: Path, limits: InputLimits):
         raise InputRejected(f"file is missing: {quoted(path.name)}")
     try:
         with _pillow_refusing_above(None):  # the size is checked just below, with its numbers
-            image = Image.open(path)
+            image = Image.open(path, formats=IMAGE_FORMATS)
         with image:
             itemsize = np.dtype(ImageMode.getmode(image.mode).typestr).itemsize * len(image.getbands())
             limits.check_image(image.width, image.height, itemsize, itemsize + FLOAT32_BYTES)
