@@ -70,6 +70,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/validation.py
+	$(BIN)/python bench/hostile.py
 
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db
