@@ -43,6 +43,12 @@ def build_source_dag(entry: SourceEntry):
             "force": Param(False, type="boolean", description="Redo shards that are already finished"),
             "engine": Param("template", enum=list(ENGINES), description="The engine that writes the descriptions"),
             "dry_run": Param(False, type="boolean", description="List what the run would process, write nothing"),
+            "wait_for_lease": Param(
+                False,
+                type="boolean",
+                description="If another run is writing this source to this output, wait for it (at most until its "
+                "lease expires) instead of failing",
+            ),
         },
         doc_md=f"""
 ### {entry.name}
@@ -53,7 +59,9 @@ Builds (image, ROI, description) triplets for catalog source `{entry.id}`
 Trigger form: *output_uri* (empty: `MEDTRINITY_OUTPUT`), *limit* (first N inputs; 0: all),
 *shard_size* (0: `MEDTRINITY_SHARD_SIZE`), *force* (redo finished shards; otherwise a re-run only
 does what is missing), *engine* (which engine writes the descriptions), *dry_run* (plan only: log
-how many inputs and shards the run would process, write nothing, skip the other tasks).
+how many inputs and shards the run would process, write nothing, skip the other tasks),
+*wait_for_lease* (one run at a time writes a source to an output: wait for another run's lease,
+at most until it expires, instead of failing the plan).
 
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 (ROI expert: {expert.name + " on images without annotations" if expert else "none"}; pool `{pool}`)
@@ -61,9 +69,10 @@ and writes its Parquet shard, quarantine, accounting and Data Docs page; *gate* 
 quality report (`sources/{entry.id}/reports/index.html`) and fails the run when too few records
 pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
 the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
-rejects and quarantines by reason, and any unfinished shard. A failed task writes a failure
-record (task, shard, try, error class and message without file paths, log URL) to its log and to
-`sources/{entry.id}/failures/`.
+rejects and quarantines by reason, and any unfinished shard, and releases the run's lease. A failed
+task writes a failure record (task, shard, try, error class and message without file paths, log
+URL) to its log and to `sources/{entry.id}/failures/`; the summary writes one for a shard whose
+task was killed before it could.
 """,
     )
     def source_pipeline():
@@ -84,6 +93,7 @@ record (task, shard, try, error class and message without file paths, log URL) t
                     run_id=context["run_id"],
                     engine=params["engine"],
                     dry_run=params["dry_run"],
+                    wait_for_lease=params["wait_for_lease"],
                 )
             except SourceNotFound as exc:  # not staged: retrying cannot help
                 raise AirflowFailException(str(exc)) from exc
@@ -113,23 +123,32 @@ record (task, shard, try, error class and message without file paths, log URL) t
 
             return publish_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None, verdict)
 
-        @teardown  # runs once the work is done, failed or not: it says why
+        @teardown  # runs once the work is done, failed or not: it says why, and ends the run's lease
         @task(retries=0)
         def summary(shards: list[dict]) -> dict:
+            from medtrinity_tasks.monitoring import record_unfinished_shards
             from medtrinity_tasks.pipeline import summarise_run
+            from medtrinity_tasks.storage.lease import release_quietly
 
             if not shards:
                 print("nothing was processed (dry run)")
                 return {}
-            report = summarise_run(entry.id, [s["shard_id"] for s in shards], shards[0]["output_uri"])
-            counts = report["counts"]
-            print(f"{counts['records']} records, {counts['quarantined']} quarantined, "
-                  f"{counts['rejected']} of {counts['inputs']} inputs rejected")  # fmt: skip
-            for kind in ("rejected", "quarantined"):
-                for reason, count in report[f"{kind}_by_reason"].items():
-                    print(f"  {kind}: {count} x {reason}")
-            if report["unfinished_shards"]:
-                print(f"  unfinished shards: {', '.join(report['unfinished_shards'])}")
+            context, output_uri = get_current_context(), shards[0]["output_uri"]
+            shard_ids = [s["shard_id"] for s in shards]
+            try:
+                report = summarise_run(entry.id, shard_ids, output_uri)
+                counts = report["counts"]
+                print(f"{counts['records']} records, {counts['quarantined']} quarantined, "
+                      f"{counts['rejected']} of {counts['inputs']} inputs rejected")  # fmt: skip
+                for kind in ("rejected", "quarantined"):
+                    for reason, count in report[f"{kind}_by_reason"].items():
+                        print(f"  {kind}: {count} x {reason}")
+                if report["unfinished_shards"]:
+                    print(f"  unfinished shards: {', '.join(report['unfinished_shards'])}")
+                for record in record_unfinished_shards(context, shard_ids, report["unfinished_shards"], output_uri):
+                    print(f"  {record['shard_id']} was killed before it could record why (failure record written)")
+            finally:  # publish released the lease of a run that succeeded; this is for the others
+                release_quietly(output_uri, entry.id, context["run_id"])
             return report
 
         shards = plan()

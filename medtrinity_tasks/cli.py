@@ -88,7 +88,7 @@ def _run(args) -> None:
 
     result = run_source(
         args.source_id, args.out, limit=args.limit, shard_size=args.shard_size, force=args.force, engine=args.engine,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        progress=lambda line: print(line, file=sys.stderr, flush=True), wait_for_lease=args.wait,
     )  # fmt: skip
     _print_result(args.source_id, result)
 
@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
     run.add_argument("--force", action="store_true", help="redo shards that are already finished")
     run.add_argument("--engine", choices=ENGINES, default="template", help="what writes the descriptions")
+    run.add_argument(
+        "--wait", action="store_true",
+        help="if another run is writing this source to this output, wait for it (at most until its lease "
+        "expires) instead of refusing",
+    )  # fmt: skip
     run.set_defaults(func=_run)
 
     experts = commands.add_parser("experts", help="ROI expert models").add_subparsers(dest="action", required=True)

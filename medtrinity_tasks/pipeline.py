@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,9 @@ from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.stages import Stage, run_inprocess
-from medtrinity_tasks.storage import Store, open_store
+from medtrinity_tasks.storage import open_store
+from medtrinity_tasks.storage.lease import planning_lease, release_lease, release_quietly, renew_lease
+from medtrinity_tasks.storage.plans import finished_alike, remove_other_shards, remove_replaced_shards
 from medtrinity_tasks.storage.shards import (
     data_docs_key,
     manifest_key,
@@ -103,10 +106,13 @@ def plan_shards(
     run_id: str | None = None,
     engine: str = "template",
     dry_run: bool = False,
+    wait_for_lease: bool = False,
 ) -> list[dict]:
     """List the source and cut its usable inputs into shards. Inputs the listing already rejects
     (unlisted files, stray or non-image files, broken links) are accounted for here, in the
-    ``listing`` work record, so that no shard task is spent on them. A dry run writes nothing."""
+    ``listing`` work record, so that no shard task is spent on them. The run takes the source's lease
+    on the output (another run's refuses it, or waits for it) and removes the shards of earlier plans
+    that this one replaces. A dry run writes nothing and takes no lease."""
     if engine not in ENGINES:
         raise MedtrinityError(f"unknown description engine {engine!r}; available: {', '.join(ENGINES)}")
     settings = load_settings()
@@ -122,15 +128,24 @@ def plan_shards(
         check_server(settings)  # and so does an LLM server that does not answer
     if engine == "vllm" and not dry_run:
         check_vllm(settings)  # or a vLLM engine that cannot start here
-    run_id = run_id or datetime.now(UTC).strftime("manual__%Y%m%dT%H%M%S")
+    run_id = run_id or f"manual__{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique: it names the lease
     rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
-    if not dry_run:
-        store.write_json(work_key(source_id, LISTING), _listing_work(source_id, run_id, rejected))
     inputs = [item for item in listed if not item.get("reject_reason")]
-    if not inputs:
+    if not inputs:  # before the lease: a plan that cannot run leaves the output as it was
         reasons = _top(Counter(reason_kind(r["reason"]) for r in rejected))
         raise MedtrinityError(f"source {source_id}: all {len(listed)} input files are rejected: {reasons}")
-    size = shard_size or settings.shard_size
+    shards = _cut(source_id, inputs, shard_size or settings.shard_size, output_uri, run_id, force, engine)
+    if not dry_run:
+        with planning_lease(store, source_id, run_id, settings.lease_timeout_s, wait=wait_for_lease):
+            remove_replaced_shards(store, source_id, shards, keep={LISTING})
+            store.write_json(work_key(source_id, LISTING), _listing_work(source_id, run_id, rejected))
+    return shards
+
+
+def _cut(
+    source_id: str, inputs: list[dict], size: int, output_uri: str, run_id: str, force: bool, engine: str
+) -> list[dict]:
+    """The plan's shards, cut before anything is written: the plan compares them with earlier shards."""
     shards = []
     for start in range(0, len(inputs), size):
         members = inputs[start : start + size]
@@ -202,12 +217,12 @@ def process_shard(shard: dict) -> dict:
     settings = load_settings()
     source = get_source(shard["source_id"], settings)
     store = open_store(shard["output_uri"], settings)
+    renew_lease(store, source.id, shard["run_id"], settings.lease_timeout_s, shard["shard_id"])
     wkey = work_key(source.id, shard["shard_id"])
     relpaths = shard["inputs"]
     if not shard.get("force") and store.exists(wkey):
         prior = store.read_json(wkey)
-        same_work = prior["inputs"] == relpaths and prior.get("engine") == shard.get("engine", "template")
-        if same_work and prior["pipeline_version"] == PIPELINE_VERSION:
+        if finished_alike(prior, shard):
             log.info("%s %s already finished; skipping (force to redo)", source.id, shard["shard_id"])
             return _summary(prior, skipped=True)
 
@@ -241,6 +256,7 @@ def process_shard(shard: dict) -> dict:
     if missing:
         raise MedtrinityError(f"accounting broken: inputs {sorted(missing)} yielded neither records nor a reject")
 
+    renew_lease(store, source.id, shard["run_id"], settings.lease_timeout_s, shard["shard_id"])  # still ours?
     store.write_bytes(shard_key(source.id, shard["shard_id"]), to_parquet(passed))
     qkey = quarantine_key(source.id, shard["shard_id"])
     if quarantined:
@@ -369,7 +385,8 @@ def publish_source(
     settings = load_settings()
     source = get_source(source_id, settings)
     store = open_store(output_uri or settings.output_uri, settings)
-    listing = store.read_json(work_key(source_id, LISTING))
+    listing = store.read_json(work_key(source_id, LISTING))  # written by this run's plan: it names the run
+    renew_lease(store, source_id, listing["run_id"], settings.lease_timeout_s, "publish")
     works = [store.read_json(work_key(source_id, s["shard_id"])) for s in summaries]
     counts = _totals([w["counts"] for w in [listing, *works]])
     if (
@@ -377,7 +394,7 @@ def publish_source(
         or counts["produced"] != counts["records"] + counts["quarantined"]
     ):
         raise MedtrinityError(f"{source_id}: manifest accounting does not balance: {counts}")
-    _remove_stale_shards(store, source_id, {LISTING, *(w["shard_id"] for w in works)})
+    remove_other_shards(store, source_id, {LISTING, *(w["shard_id"] for w in works)})
     manifest = {
         "source_id": source_id,
         "source_name": source.name,
@@ -403,6 +420,7 @@ def publish_source(
         "quarantined": [q for w in works for q in w["quarantined"]],
     }
     uri = store.write_json(manifest_key(source_id), manifest)
+    release_lease(store, source_id, listing["run_id"])
     return {
         "manifest_uri": uri,
         "counts": counts,
@@ -443,14 +461,6 @@ def _generator(works: list[dict]) -> dict:
     return {"engines": engines, "prompt_versions": sorted({DESCRIBERS[e].version for e in engines})}
 
 
-def _remove_stale_shards(store: Store, source_id: str, shard_ids: set[str]) -> None:
-    """Shards left by an earlier plan with other shard ids would duplicate records: remove them."""
-    for folder, suffix in (("shards", ".parquet"), ("quarantine", ".parquet"), ("work", ".json"), ("reports", ".html")):
-        for key in store.list(f"{source_prefix(source_id)}/{folder}/"):
-            if key.endswith(suffix) and Path(key).name.removesuffix(suffix) not in shard_ids | {"index"}:
-                store.delete(key)
-
-
 def run_source(
     source_id: str,
     output_uri: str | None = None,
@@ -460,19 +470,28 @@ def run_source(
     force: bool = False,
     engine: str = "template",
     progress=print,
+    wait_for_lease: bool = False,
 ) -> dict:
     """Plan, process, gate and publish one source without Airflow (the ``medtrinity run`` command)."""
-    shards = plan_shards(source_id, output_uri, limit=limit, shard_size=shard_size, force=force, engine=engine)
+    shards = plan_shards(
+        source_id, output_uri, limit=limit, shard_size=shard_size, force=force, engine=engine,
+        wait_for_lease=wait_for_lease,
+    )  # fmt: skip
     total_inputs = sum(len(s["inputs"]) for s in shards)
     progress(f"{source_id}: {total_inputs} usable inputs in {len(shards)} shard(s)")
-    summaries = []
-    for number, shard in enumerate(shards, 1):
-        summary = process_shard(shard)
-        summaries.append(summary)
-        state = "skipped (finished earlier)" if summary["skipped"] else "done"
-        progress(
-            f"  [{number}/{len(shards)}] {shard['shard_id']} {state}: {summary['records']} records, "
-            f"{summary['quarantined']} quarantined, {summary['rejected']} inputs rejected"
-        )
-    verdict = gate_source(source_id, summaries, shards[0]["output_uri"] if shards else output_uri)
-    return publish_source(source_id, summaries, shards[0]["output_uri"] if shards else output_uri, verdict)
+    output_uri, run_id = shards[0]["output_uri"], shards[0]["run_id"]  # a plan without shards has raised
+    try:
+        summaries = []
+        for number, shard in enumerate(shards, 1):
+            summary = process_shard(shard)
+            summaries.append(summary)
+            state = "skipped (finished earlier)" if summary["skipped"] else "done"
+            progress(
+                f"  [{number}/{len(shards)}] {shard['shard_id']} {state}: {summary['records']} records, "
+                f"{summary['quarantined']} quarantined, {summary['rejected']} inputs rejected"
+            )
+        verdict = gate_source(source_id, summaries, output_uri)
+        return publish_source(source_id, summaries, output_uri, verdict)
+    except BaseException:
+        release_quietly(output_uri, source_id, run_id)  # publish released it on success
+        raise

@@ -8,9 +8,11 @@ and ``medtrinity run ... --out s3://...`` is run end to end through the command 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -86,19 +89,17 @@ def aws_env(tmp_path_factory) -> dict:
         yield env
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint(aws_env, tmp_path_factory) -> str:
-    """A real ``moto_server`` on a free loopback port; yields its endpoint URL, stops it afterwards."""
+@contextlib.contextmanager
+def moto_server(port: int, log: Path, env: dict):
+    """A real ``moto_server`` on ``port`` of loopback, until the block ends; yields its process."""
     binary = BIN / "moto_server"
     if not binary.exists():
         pytest.skip(f"{binary} not installed (pip install 'moto[server]')")
-    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with open(log, "wb") as log_file:
+    with open(log, "ab") as log_file:
         proc = subprocess.Popen(
             [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=aws_env,
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -117,7 +118,7 @@ def moto_endpoint(aws_env, tmp_path_factory) -> str:
                         f"{log.read_text()[-2000:]}"
                     )
                 time.sleep(0.1)
-        yield endpoint
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -125,6 +126,14 @@ def moto_endpoint(aws_env, tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(aws_env, tmp_path_factory) -> str:
+    """A real ``moto_server`` on a free loopback port; yields its endpoint URL, stops it afterwards."""
+    port = free_port()
+    with moto_server(port, tmp_path_factory.mktemp("moto") / "moto_server.log", aws_env):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +266,70 @@ def test_key_uri_format(case):
         assert case.store.uri.startswith("s3://") and not case.store.uri.endswith("/")
     else:
         assert Path(case.store.uri).is_absolute()
+
+
+def test_conditional_writes_create_replace_and_delete_only_what_was_read(case):
+    assert case.store.read_versioned("c/lease.json") is None
+    assert case.store.write_if("c/lease.json", b"first", None) is True
+    assert case.store.write_if("c/lease.json", b"second", None) is False  # it exists now
+    data, version = case.store.read_versioned("c/lease.json")
+    assert data == b"first"
+    assert case.store.write_if("c/lease.json", b"second", version) is True
+    assert case.store.write_if("c/lease.json", b"third", version) is False  # changed since it was read
+    assert case.store.delete_if("c/lease.json", version) is False
+    data, current = case.store.read_versioned("c/lease.json")
+    assert data == b"second" and current != version
+    assert case.store.delete_if("c/lease.json", current) is True and not case.store.exists("c/lease.json")
+    assert case.store.write_if("c/lease.json", b"x", current) is False  # replacing what is gone
+    assert case.store.list("c/") == []  # no lock files in listings
+
+
+def test_moto_answers_conditional_writes_as_s3_does(s3, bucket):
+    """The lease relies on these answers: If-None-Match and If-Match on PUT, If-Match on DELETE."""
+    from botocore.exceptions import ClientError
+
+    first = s3.put_object(Bucket=bucket, Key="conditional/k", Body=b"1", IfNoneMatch="*")
+    attempts = [
+        lambda: s3.put_object(Bucket=bucket, Key="conditional/k", Body=b"2", IfNoneMatch="*"),
+        lambda: s3.put_object(Bucket=bucket, Key="conditional/k", Body=b"2", IfMatch='"not-its-etag"'),
+        lambda: s3.delete_object(Bucket=bucket, Key="conditional/k", IfMatch='"not-its-etag"'),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ClientError) as refused:
+            attempt()
+        assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    s3.put_object(Bucket=bucket, Key="conditional/k", Body=b"3", IfMatch=first["ETag"])
+    assert s3.get_object(Bucket=bucket, Key="conditional/k")["Body"].read() == b"3"
+
+
+def _lease_from_elsewhere(run_id: str, expires_in_s: float) -> bytes:
+    now = datetime.now(UTC)
+    return json.dumps({
+        "run_id": run_id, "holder": {"host": "other-host", "pid": 4242},
+        "taken_at": now.isoformat(), "renewed_at": now.isoformat(),
+        "expires_at": (now + timedelta(seconds=expires_in_s)).isoformat(),
+    }).encode()  # fmt: skip
+
+
+def test_the_run_lease_on_s3_is_refused_taken_when_expired_renewed_and_released(s3, moto_endpoint):
+    from medtrinity_tasks.storage.lease import LeaseHeld, lease_key, release_lease, renew_lease, take_lease
+
+    bucket = _new_bucket(s3)
+    store, key = S3Store(bucket, "runs", endpoint_url=moto_endpoint), f"runs/{lease_key('src')}"
+    s3.put_object(Bucket=bucket, Key=key, Body=_lease_from_elsewhere("scheduled__other", 3600))
+    with pytest.raises(LeaseHeld, match=r"run scheduled__other \(host other-host, pid 4242\)"):
+        take_lease(store, "src", "manual__mine", 60)
+    s3.put_object(Bucket=bucket, Key=key, Body=_lease_from_elsewhere("scheduled__other", -1))  # it died
+    take_lease(store, "src", "manual__mine", 60)  # replaced with If-Match on the dead lease's ETag
+    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["run_id"] == "manual__mine"
+    record = json.loads(
+        s3.get_object(Bucket=bucket, Key="runs/sources/src/failures/scheduled__other/run--1-killed.json")["Body"].read()
+    )
+    assert record["error_class"] == "RunLost" and record["task_id"] == "run"
+    renew_lease(store, "src", "manual__mine", 60, "shard-00000")
+    assert release_lease(store, "src", "manual__mine") is True
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=key)
 
 
 def test_s3_prefix_is_normalised_and_may_be_empty(s3, moto_endpoint):
@@ -395,6 +468,57 @@ def test_silent_endpoint_fails_fast(aws_env):
     assert isinstance(outcome.get("error"), StoreUnavailable) and "cannot reach" in str(outcome["error"])
 
 
+def test_a_local_write_that_fails_is_one_line_naming_the_store_and_the_operation(tmp_path):
+    store = LocalStore(tmp_path / "out")
+    shards = tmp_path / "out" / "sources" / "x" / "shards"
+    (shards / "shard-00000.parquet" / "in-the-way").mkdir(parents=True)  # a folder where the file must go
+    with pytest.raises(StoreUnavailable) as failed:
+        store.write_bytes("sources/x/shards/shard-00000.parquet", b"records")
+    assert str(failed.value) == (
+        f"local store {store.uri}: writing sources/x/shards/shard-00000.parquet failed: Is a directory "
+        "(IsADirectoryError)"
+    )
+    assert isinstance(failed.value.__cause__, IsADirectoryError)  # what the failure record names
+    assert not list(shards.glob(".tmp-*"))  # nothing half-written left behind
+    (tmp_path / "out" / "a-file").write_text("x")
+    with pytest.raises(
+        StoreUnavailable, match=r"local store .*: writing a-file/k failed: .* \((FileExists|NotADirectory)"
+    ):
+        store.write_bytes("a-file/k", b"x")
+
+
+def test_refused_or_missing_credentials_say_so_and_how_to_provide_them(aws_env, tmp_path, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with moto_server(port, tmp_path / "moto.log", dict(aws_env, INITIAL_NO_AUTH_ACTION_COUNT="2")):
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="guarded")  # moto checks keys after two calls
+        store = S3Store("guarded", "runs", endpoint_url=endpoint)  # the second
+        with pytest.raises(StoreUnavailable) as refused:
+            store.write_bytes("sources/x/shards/shard-00000.parquet", b"x")
+        message = str(refused.value)
+        assert message.startswith(
+            "S3 store s3://guarded/runs: writing sources/x/shards/shard-00000.parquet failed: the credentials were "
+            "refused (InvalidAccessKeyId: "
+        ), message
+        assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message and "AWS_PROFILE" in message
+        assert isinstance(refused.value.__cause__, ClientError)
+        with pytest.raises(
+            StoreUnavailable, match=r"opening failed: access denied \(403\): the credentials .*AWS_PROFILE"
+        ):
+            S3Store("guarded", "runs", endpoint_url=endpoint)  # a refused HEAD has no error code to say more
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found
+    with pytest.raises(StoreUnavailable) as missing:
+        S3Store("guarded", "runs", endpoint_url=endpoint)
+    assert str(missing.value).startswith(
+        "S3 store s3://guarded/runs: opening failed: no AWS credentials were found (NoCredentialsError); boto3 takes "
+        "them from its usual chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    ), missing.value
+
+
 # --------------------------------------------------------------------------------------------------
 # The command line, end to end on S3
 
@@ -487,6 +611,63 @@ def test_cli_missing_bucket_is_one_line_error(moto_endpoint, aws_env, samples_di
         env=_cli_env(aws_env, samples_dir, moto_endpoint), check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     _assert_one_line_error(result, repr(name), "does not exist")
+
+
+def test_a_store_that_dies_mid_run_is_one_line_and_the_rerun_completes_without_duplicates(
+    aws_env, samples_dir, tmp_path
+):
+    """moto keeps objects in memory; its recorder logs every request, and replaying the log into a
+    restarted server brings back the bucket as it was when the server died."""
+    port, bucket = free_port(), "dies-mid-run"
+    endpoint = f"http://127.0.0.1:{port}"
+    recorded = dict(aws_env, MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(tmp_path / "requests.jsonl"))
+    env = dict(_cli_env(aws_env, samples_dir, endpoint), MEDTRINITY_LEASE_TIMEOUT_S="20")
+    run = [str(BIN / "medtrinity"), "run", "synthetic_dermoscopy", "--out", f"s3://{bucket}/runs", "--shard-size", "4"]
+    with moto_server(port, tmp_path / "moto.log", recorded) as server:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        for line in first.stderr:
+            lines.append(line)
+            if "[1/3] shard-00000 done" in line:
+                server.kill()  # the store dies once the first shard is written
+                server.wait()
+                break
+        lines.append(first.communicate(timeout=300)[1])
+    stderr = "".join(lines)
+    assert first.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    (error,) = [line for line in stderr.splitlines() if line.startswith("medtrinity: error:")]
+    assert stderr.rstrip().endswith(error)
+    assert re.match(rf"medtrinity: error: S3 store s3://{bucket}/runs: (opening|reading|writing|looking up) ", error)
+    assert f" failed: cannot reach endpoint {endpoint} (" in error, error
+
+    with moto_server(port, tmp_path / "moto.log", recorded):
+        replay = urllib.request.Request(f"{endpoint}/moto-api/recorder/replay-recording", method="POST")
+        urllib.request.urlopen(replay, timeout=120).close()
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        prefix = "runs/sources/synthetic_dermoscopy"
+        lease = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/lease.json")["Body"].read())
+        assert lease["holder"]["pid"] == first.pid  # the dead run could not release it
+        again = subprocess.run([*run, "--wait"], env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert "[1/3] shard-00000 skipped (finished earlier)" in again.stderr  # the first run's shard counts
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+        counts = manifest["counts"]
+        assert counts["inputs"] == counts["used"] + counts["rejected"]
+        assert counts["produced"] == counts["records"] + counts["quarantined"]
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/shards/")["Contents"]
+        ids = [
+            i
+            for item in listed
+            for i in pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()))[
+                "id"
+            ].to_pylist()
+        ]
+        assert len(ids) == len(set(ids)) == counts["records"] and len(listed) == len(manifest["shards"]) == 3
+        lost = f"{prefix}/failures/{lease['run_id']}/run--1-killed.json"  # written by the rerun's plan
+        assert json.loads(s3.get_object(Bucket=bucket, Key=lost)["Body"].read())["error_class"] == "RunLost"
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/lease.json")
 
 
 # --------------------------------------------------------------------------------------------------
