@@ -10,14 +10,14 @@ without its end (``storage.lease``)."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.phi import deidentify, project_logger
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 MESSAGE_CHARS = 500
 AIRFLOW_BASE_URL = "http://localhost:8080"
 """What Airflow itself falls back to when ``[api] base_url`` is not set."""
@@ -37,10 +37,11 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def without_paths(message: str) -> str:
-    """``message`` on one line, every path or URI replaced by ``<path>`` and every data file's name by
-    ``<file>``. Folder names may hold spaces ("/data/My Patients/DOE JOHN/x.dcm")."""
+    """``message`` on one line, every path or URI replaced by ``<path>``, every data file's name by
+    ``<file>`` and personal data by its placeholder (``phi.deidentify``). Folder names may hold
+    spaces ("/data/My Patients/DOE JOHN/x.dcm")."""
     scrubbed = _PATH.sub(lambda match: "<path>" if match.group("path") else "<file>", message)
-    return " ".join(scrubbed.split())[:MESSAGE_CHARS]
+    return " ".join(deidentify(scrubbed).split())[:MESSAGE_CHARS]
 
 
 def task_log_url(

@@ -8,7 +8,6 @@ same functions serve the Airflow tasks, the ``medtrinity run`` command and the t
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
@@ -24,6 +23,7 @@ from medtrinity_tasks.generation.openai_engine import OpenAIDescription, check_s
 from medtrinity_tasks.generation.template import TemplateDescription
 from medtrinity_tasks.generation.vllm_engine import VLLMDescription, check_vllm
 from medtrinity_tasks.knowledge.retrieval import RetrieveKnowledge, check_knowledge
+from medtrinity_tasks.phi import clean_reason, name_aliases, project_logger
 from medtrinity_tasks.preprocess.captions import CoarseCaption
 from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
@@ -53,7 +53,7 @@ from medtrinity_tasks.validation.judge import JudgeDescriptions
 from medtrinity_tasks.validation.reference import reference_summary, reference_totals, score_references
 from medtrinity_tasks.validation.report import data_docs_html, summary_html
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 TOP_REASONS = 5
 LISTING = "listing"
 """The work record of the inputs a listing rejects before any shard (see ``plan_shards``)."""
@@ -129,7 +129,11 @@ def plan_shards(
     if engine == "vllm" and not dry_run:
         check_vllm(settings)  # or a vLLM engine that cannot start here
     run_id = run_id or f"manual__{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique: it names the lease
-    rejected = [{"input": i["source_relpath"], "reason": i["reject_reason"]} for i in listed if i.get("reject_reason")]
+    rejected = [
+        {"input": item["source_relpath"], "reason": clean_reason(item["reject_reason"])}
+        for item in listed
+        if item.get("reject_reason")
+    ]
     inputs = [item for item in listed if not item.get("reject_reason")]
     if not inputs:  # before the lease: a plan that cannot run leaves the output as it was
         reasons = _top(Counter(reason_kind(r["reason"]) for r in rejected))
@@ -239,11 +243,14 @@ def process_shard(shard: dict) -> dict:
     stage_quarantined, candidates = [], []
     for row in rows:
         if row.get("reject_reason"):
-            rejected[row["source_relpath"]] = row["reject_reason"]
+            rejected[row["source_relpath"]] = clean_reason(row["reject_reason"], name_aliases(row))
         elif not row.get("id"):  # failed before it became a record: the input is rejected
-            rejected[row["source_relpath"]] = "; ".join(row["quarantine_reasons"])
+            rejected[row["source_relpath"]] = clean_reason("; ".join(row["quarantine_reasons"]), name_aliases(row))
         else:
             row = _with_provenance(row, source, shard["run_id"], stages)
+            if row.get("quarantine_reasons"):  # a stage's error message may quote what it read
+                names = name_aliases(row)
+                row["quarantine_reasons"] = [clean_reason(reason, names) for reason in row["quarantine_reasons"]]
             (stage_quarantined if row.get("quarantine_reasons") else candidates).append(row)
     vocab = catalog_vocabulary(settings)
     scores = score_references(candidates, vocab)  # against the source's human text, where it has any

@@ -74,7 +74,7 @@ def test_source_dag_shape(dagbag, source_id):
     assert dag.get_task("process").max_active_tis_per_dagrun == 1  # one local Ray per shard task
     assert dag.get_task("process").map_index_template == "{{ shard_id }}"
     assert [o.uri for o in dag.get_task("publish").outlets] == [f"medtrinity://sources/{source_id}"]
-    assert set(dag.params) == {"output_uri", "limit", "shard_size", "force", "engine", "dry_run"}
+    assert set(dag.params) == {"output_uri", "limit", "shard_size", "force", "engine", "dry_run", "wait_for_lease"}
     assert dag.doc_md and entry.licence in dag.doc_md
 
 

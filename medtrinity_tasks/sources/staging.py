@@ -46,6 +46,7 @@ RATIO_FLOOR = 64 << 20
 """The ratio limit is judged once this much has been written: a small archive of uncompressed,
 mostly empty label maps can shrink a thousandfold and is no danger to the disk."""
 
+
 @dataclass
 class Unpacked:
     archive: str

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import threading
@@ -21,10 +20,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.phi import project_logger
 from medtrinity_tasks.storage.shards import source_prefix
 from medtrinity_tasks.storage.store import Store
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 POLL_S = 15.0
 """How often a run told to wait looks at the lease again."""
 ATTEMPTS = 10

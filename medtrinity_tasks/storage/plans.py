@@ -9,14 +9,14 @@ finished work; publishing removes what is left of other shard ids.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from medtrinity_tasks import PIPELINE_VERSION
+from medtrinity_tasks.phi import project_logger
 from medtrinity_tasks.storage.shards import manifest_key, source_prefix, work_key
 from medtrinity_tasks.storage.store import Store
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 SHARD_FILES = (("shards", ".parquet"), ("quarantine", ".parquet"), ("work", ".json"), ("reports", ".html"))
 RUN_FILES = {"index"}
 """Names in those folders that belong to the run, not to a shard: the quality report's page."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import socket
 import tempfile
@@ -23,8 +22,9 @@ from urllib.parse import urlparse
 
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.errors import StoreUnavailable
+from medtrinity_tasks.phi import project_logger
 
-log = logging.getLogger(__name__)
+log = project_logger(__name__)  # de-identified log lines
 LOCK_STALE_S = 30.0
 """A local lock file older than this was left by a process that died while holding it (it is held
 for one read and one write of a small file)."""

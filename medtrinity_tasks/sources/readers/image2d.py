@@ -38,6 +38,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "JPEG2000", "PPM")
 """The formats image sources ship. Pillow would otherwise try every decoder it has, EPS included,
 which hands the file to Ghostscript."""
 
+
 def _open(path: Path, limits: InputLimits):
     from PIL import Image, ImageMode  # lazy: only 2D sources need it here
 
