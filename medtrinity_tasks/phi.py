@@ -95,7 +95,8 @@ PROJECT_PATTERNS = {
     ],
     "DATE_TIME": [
         (rf"\b(?:{_WORDED_DATE})\b", 0.7),
-        (r"\b(?:19|20)\d{2}([-._])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])\b", 0.7),  # ISO-like, in names too
+        # ISO-like, in names too ("_2019-03-04."), but not inside a dotted UID
+        (r"(?<![\d.])(?:19|20)\d{2}([-._])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\.?\d)", 0.7),
         (r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b", 0.6),
     ],
     "AGE": [
@@ -185,12 +186,12 @@ _PHONE_DIGITS = re.compile(r"\d(?:[\s().+-]*\d){6,}")
 time Presidio takes) runs only on texts that have such a run."""
 
 
-def _results(text: str, in_names: bool = False) -> list:
+def _results(text: str, generic: bool = True) -> list:
     if not text or not text.strip():
         return []
     found = []
     for recognizer in _recognizers():
-        if in_names and not recognizer.name.startswith("medtrinity_"):
+        if not generic and not recognizer.name.startswith("medtrinity_"):
             continue
         if recognizer.name == "PhoneRecognizer" and not _PHONE_DIGITS.search(text):
             continue
@@ -211,14 +212,15 @@ def phi_in_path(relpath: str) -> list[str]:
     project's recognizers look: Presidio's generic dates and phone numbers take the dotted UIDs and
     digit runs that name public datasets' files (``1.3.6.1.4.1...``, ``00000013_005.png``) for them."""
     words = relpath.replace("_", " ")  # "_19500102." has no word boundary before its date
-    return sorted({PLACEHOLDERS.get(r.entity_type, "[PHI]")[1:-1].lower() for r in _results(words, in_names=True)})
+    return sorted({PLACEHOLDERS.get(r.entity_type, "[PHI]")[1:-1].lower() for r in _results(words, generic=False)})
 
 
-def deidentify(text: str | None) -> str | None:
-    """``text`` with every piece of personal data replaced by its typed placeholder."""
+def deidentify(text: str | None, generic: bool = True) -> str | None:
+    """``text`` with every piece of personal data replaced by its typed placeholder. ``generic=False``
+    leaves out Presidio's generic dates and phone numbers, which take sizes and UIDs for them."""
     if text is None:
         return None
-    results = _results(text)
+    results = _results(text, generic)
     if not results:
         return text
     engine, operators = _anonymizer()
@@ -263,8 +265,10 @@ def name_aliases(row: dict) -> dict[str, str]:
 
 def clean_reason(reason: str, aliases: dict[str, str] | None = None) -> str:
     """A reject or quarantine reason as it may be recorded: renamed files named by their pseudonyms,
-    de-identified, on one line, and capped."""
-    reason = " ".join(deidentify(scrub(reason, aliases or {})).split())
+    de-identified, on one line, and capped. Reasons quote source text through ``quote`` already;
+    this pass catches what a library's message carries, and keeps the numbers reasons are made of
+    ("claims 32767 x 32767 x 32767 voxels") that Presidio's phone and date patterns would take."""
+    reason = " ".join(deidentify(scrub(reason, aliases or {}), generic=False).split())
     return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
 
 

@@ -336,7 +336,7 @@ def test_dicom_series_read_no_header_outside(place, monkeypatch):
     _link(root / "ann" / "seg_alias.dcm", "seg.dcm")
     scanned = []
     real_scan = dicom.scan
-    monkeypatch.setattr(dicom, "scan", lambda paths: scanned.extend(paths) or real_scan(paths))
+    monkeypatch.setattr(dicom, "scan", lambda paths, *limits: scanned.extend(paths) or real_scan(paths, *limits))
     labels = {1: {"name": "cube", "kind": "lesion", "organ": "liver", "disease": "liver tumour"}}
     source = _entry(
         place, "dicom", format="dicom", layout="series", modality="CT", body_region="abdomen", labels=labels

@@ -96,3 +96,10 @@ def test_project_log_lines_are_deidentified_before_any_handler(caplog):
     assert "12345678" not in caplog.text and "Jane Roe" not in caplog.text and "[ID]" in caplog.text
     assert "nothing to hide in 3 slices" in caplog.text
     assert project_logger("medtrinity_tasks.test_phi") is logger and len(logger.filters) == 1
+
+
+def test_reasons_keep_the_numbers_they_are_made_of():
+    sizes = "volume too large: claims 32767 x 32767 x 32767 voxels, more than the 536870912 allowed"
+    uid = "not an image: SOP class 1.2.840.10008.5.1.4.1.1.88.11 in 1.3.6.1.4.1.14519.5.2.1.6279.6001"
+    assert clean_reason(sizes) == sizes and clean_reason(uid) == uid
+    assert clean_reason("cannot read DOE^JANE_2019-03-04.dcm") == "cannot read [NAME]_[DATE].dcm"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from medtrinity_tasks.config import load_settings
@@ -327,23 +327,12 @@ def test_mutated_images_with_masks_end_as_records_or_rejects(base, memory, image
 # 2D images annotated by a CSV table
 
 
-def opens(name: str) -> bool:
-    """Whether the file system can be asked about a path a source names: each component at most 255 bytes, and no
-    lone surrogate but the escaped bytes of a name that is not UTF-8. Other names crash the layouts (see
-    ``test_a_name_longer_than_the_file_system_takes_is_rejected`` and
-    ``test_a_dataset_json_path_with_a_lone_surrogate_is_rejected``)."""
-    try:
-        return all(len(part.encode("utf-8", "surrogateescape")) <= 255 for part in name.split("/"))
-    except UnicodeEncodeError:
-        return False
-
-
 image_cells = st.one_of(
     st.sampled_from([*TABLE_IMAGES, "img_3.png"]),
     st.sampled_from(TABLE_IMAGES),
     st.sampled_from(["", "missing.png", "../outside.png", "/etc/hostname", "img_0", "IMG_0.PNG", "sub/img_0.png",
                      " img_1.png ", "img_0.png\0", "images/../img_0.png"]),
-    m.text().filter(opens),
+    m.text(),
 )  # fmt: skip
 label_cells = st.one_of(
     st.sampled_from(["Nodule", "No Finding", "Nodule|No Finding", "", "Alien", "nodule", " Nodule ", "Nodule|", "|"]),
@@ -394,16 +383,6 @@ def tables(draw) -> bytes:
     return m.apply(raw, draw(m.byte_mutations([("start", 64)], max_size=2)) if draw(st.integers(0, 3)) == 0 else [])
 
 
-def short_rows(table: bytes) -> bool:
-    """Whether a row of the table as the layout reads it lacks a cell of a column it uses (a truncated or
-    misquoted line): such tables crash the listing, see ``test_a_table_row_shorter_than_its_header_is_rejected``."""
-    try:
-        lines = csv.DictReader(io.StringIO(table.decode("utf-8-sig"), newline=""))
-        return any(line.get(column, "") is None for line in lines for column in TABLE_COLUMNS)
-    except (UnicodeDecodeError, csv.Error):
-        return False
-
-
 def _write_table_source(root: Path, table: bytes, image_mutations: list) -> None:
     (root / "images").mkdir()
     for name, data in zip(TABLE_IMAGES, [m.png(depth16=True), m.png(), m.apply(m.png(), image_mutations)], strict=True):
@@ -441,7 +420,6 @@ def assert_listed_reason(item: dict) -> None:
 def test_random_tables_list_as_inputs_or_refuse_the_table_in_one_line(base, table):
     """Every image file is an input, annotated with catalog labels and boxes of four numbers, or rejected with
     a reason; or the table is refused as a whole, in one line naming it."""
-    assume(not short_rows(table))
     listed = listing(TABLE_ENTRY, lambda root: _write_table_source(root, table, []), base)
     if isinstance(listed, MedtrinityError):
         assert_refusal_names(listed, "table.csv")
@@ -463,7 +441,6 @@ def test_random_tables_list_as_inputs_or_refuse_the_table_in_one_line(base, tabl
 @given(table=tables(), image=m.png_file())
 @pytest.mark.slow
 def test_random_tables_with_mutated_images_end_as_records_or_rejects(base, memory, table, image):
-    assume(not short_rows(table))
     assert_example(run(TABLE_ENTRY, lambda root: _write_table_source(root, table, image), base), memory, "table.csv")
 
 
@@ -473,7 +450,7 @@ def test_random_tables_with_mutated_images_end_as_records_or_rejects(base, memor
 path_cells = st.one_of(
     st.sampled_from(["./imagesTr/case_0.nii.gz", "imagesTr/case_0.nii", "./labelsTr/case_0.nii.gz", "../outside.nii",
                      "/etc/hostname", "", ".", "imagesTr", "imagesTr/\0.nii", "a" * 200]),
-    m.text().filter(opens),
+    m.text(),
 )  # fmt: skip
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | m.text(),
@@ -602,9 +579,7 @@ def _write_series(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Findings: inputs the properties found crashing a listing or a loader. Each is kept out of the strategies
-# above, which would otherwise fail on it in every run, and pinned here instead with the same checks; once
-# the library copes, its test passes, strict xfail reports that, and the xfail and the exclusion can go.
+# Regressions: inputs the properties found crashing a listing or a loader, each pinned with the same checks.
 
 LONG_NAME = "x" * 251
 """A stem the file system takes with ".png" (255 bytes), but not with "_segmentation.png" (268)."""
@@ -636,72 +611,35 @@ def _dataset_naming(image: str) -> bytes:
     return json.dumps({"training": [{"image": image, "label": image.replace("imagesTr", "labelsTr")}]}).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="layouts.confined calls Path.is_symlink() in its OSError handler, which raises "
-    "ENAMETOOLONG itself: a listed or derived name over 255 bytes crashes the listing instead of a reject",
-)
 @pytest.mark.parametrize("layout", sorted(LONG_NAMES))
 def test_a_name_longer_than_the_file_system_takes_is_rejected(base, layout):
     entry, write = LONG_NAMES[layout]
     assert_accounted(run(entry, write, base), "dataset.json" if layout == "msd" else "table.csv")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="layouts.confined: Path.resolve() raises UnicodeEncodeError for a lone surrogate, "
-    "which JSON escapes carry; _msd catches it neither around confined nor in _escape_reason",
-)
 def test_a_dataset_json_path_with_a_lone_surrogate_is_rejected(base):
     dataset = _dataset_naming("imagesTr/\ud800.nii")
     assert_accounted(run(MSD_ENTRY, lambda root: _write_msd_source(root, dataset, []), base), "dataset.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="layouts._table_lines and _line_labels/_table_annotations call .strip()/.split() on "
-    "the None that csv.DictReader gives the missing cells of a short row (a truncated or misquoted line)",
-)
 @pytest.mark.parametrize("short", ["img_0.png", "img_0.png,Nodule", 'img_0.png,No Finding,,,,"'])
 def test_a_table_row_shorter_than_its_header_is_rejected(base, short):
     table = (_table_naming("img_1.png").decode() + "\n" + short + "\n").encode()
     assert_accounted(run(TABLE_ENTRY, lambda root: _write_table_source(root, table, []), base), "table.csv")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="layouts._msd catches ValueError, KeyError and TypeError around json.loads, "
-    "not the RecursionError of deeply nested JSON, so the plan fails with a traceback instead of one line",
-)
 def test_a_deeply_nested_dataset_json_is_refused_in_one_line(base):
     outcome = run(MSD_ENTRY, lambda root: _write_msd_source(root, b"[" * 100_000, []), base)
     assert outcome.plan_error is not None, outcome.works
     assert_accounted(outcome, "dataset.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="records.record_id encodes the relative path as strict UTF-8: a file name that is "
-    "not UTF-8 (os.listdir escapes its bytes as surrogates) fails load_images for its whole batch",
-)
 def test_a_file_name_that_is_not_utf8_costs_no_neighbour(base):
     outcome = run(IMAGE_MASK_ENTRY, lambda root: _write_images(root, ["good.png", "\udcff.png"]), base)
     assert_accounted(outcome)
     assert outcome.works[1]["counts"]["records"] >= 1, outcome.works[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="limits.error_detail takes the file's path and name out of a reader's message by plain replacement, but "
-    "Pillow quotes the file name with repr(): a name repr escapes (a zero-width space, a tab, an RTL mark) leaves "
-    "the absolute staging path in the reject reason, and so in the manifest",
-)
 def test_a_reason_names_a_file_by_its_name_only(base):
     def write(root: Path) -> None:
         _write_images(root, ["good.png"])

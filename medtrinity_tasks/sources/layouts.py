@@ -25,6 +25,10 @@ from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 OUTSIDE = "path in dataset.json points outside the source directory"
 NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
 NAME_HOLDS_PHI = "file name holds personal data"
+JSON_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
+"""What reading a listing file of the wrong shape raises (RecursionError: arrays nested 100,000 deep)."""
+NAME_MAX = 255
+"""The longest file or folder name, in bytes, that Linux file systems hold."""
 LINK_LEADS_OUT = "symbolic link leads outside the source directory"
 BROKEN_LINK = "broken or looping symbolic link"
 
@@ -82,18 +86,36 @@ def confined(root: Path, relpath: str) -> Path:
     readers judge formats by file name and reasons name files by it."""
     if _unsafe_name(relpath):
         raise InputRejected(f"path leaves the source directory: {quote(relpath)}")
+    try:
+        relpath.encode()
+    except UnicodeEncodeError:  # bytes the file system gave that are not UTF-8: no record can name them
+        raise InputRejected(f"file name is not valid UTF-8: {quote(relpath)}") from None
+    if any(len(part.encode()) > NAME_MAX for part in relpath.split("/")):
+        raise InputRejected(f"file name is longer than {NAME_MAX} bytes: {quote(relpath)}")
     path = root / relpath
     try:
         target = path.resolve(strict=True)
     except RuntimeError:  # a loop, on Python before 3.13
         raise InputRejected(BROKEN_LINK) from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
+        if exc.errno == errno.ELOOP or _is_link(path):
             raise InputRejected(BROKEN_LINK) from None
         target = path.resolve()  # missing or unreadable: where it would be must still lie inside
     if not target.is_relative_to(root.resolve()):
         raise InputRejected(LINK_LEADS_OUT)
     return path
+
+
+def _error(exc: BaseException) -> str:
+    """A listing file's error as its type and its message, de-identified and capped (it may quote the file)."""
+    return f"{type(exc).__name__}: {quote(exc)}"
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except OSError:  # a name the file system refuses outright is no link
+        return False
 
 
 def _unsafe_name(relpath: str) -> bool:
@@ -149,8 +171,10 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
         for entry in json.loads(listing.read_text()).get("test") or []:
             image = Path(entry["image"] if isinstance(entry, dict) else entry).as_posix()
             inputs[image] = {"source_relpath": image, "label_relpath": None}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedtrinityError(f"source {source.id}: {listing} is not a Decathlon dataset.json ({exc!r})") from None
+    except JSON_ERRORS as exc:
+        raise MedtrinityError(
+            f"source {source.id}: {listing} is not a Decathlon dataset.json ({_error(exc)})"
+        ) from None
     for item in inputs.values():
         if _escape_reason(root, item):
             item["reject_reason"] = OUTSIDE
@@ -170,8 +194,8 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
         raise SourceNotFound(f"source {source.id}: {listing} is missing (expected the nnU-Net raw layout)")
     try:
         ending = json.loads(listing.read_text())["file_ending"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedtrinityError(f"source {source.id}: {listing} is not an nnU-Net dataset.json ({exc!r})") from None
+    except JSON_ERRORS as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not an nnU-Net dataset.json ({_error(exc)})") from None
     inputs = {}
     for path in _files(root / "imagesTr"):
         relpath = f"imagesTr/{path.name}"
@@ -287,7 +311,7 @@ def _table_lines(source: SourceEntry, root: Path, table: TableFile):
     if not path.is_file():
         raise SourceNotFound(f"source {source.id}: annotation table {path} is missing")
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=table.delimiter)
+        reader = csv.DictReader(handle, delimiter=table.delimiter, restval="")  # a short row: empty cells
         try:
             wanted = [
                 table.image_column,
@@ -373,8 +397,8 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
         categories = {c["id"]: c["name"] for c in coco["categories"]}
         images = {image["id"]: image["file_name"] for image in coco["images"]}
         annotations = coco.get("annotations", [])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedtrinityError(f"source {source.id}: {listing} is not COCO JSON ({exc!r})") from None
+    except JSON_ERRORS as exc:
+        raise MedtrinityError(f"source {source.id}: {listing} is not COCO JSON ({_error(exc)})") from None
     inputs = {}
     for name in map(str, images.values()):
         relpath = f"{layout.images_dir}/{name}"

@@ -99,5 +99,8 @@ def listed(values: Iterable) -> str:
 def error_detail(exc: BaseException, path: Path) -> str:
     """An exception as 'Type: message' for a reason, on one line and quoted. The file is named by its base name,
     never cut: DICOM reasons are de-identified by replacing whole file names with their pseudonyms."""
-    message = " ".join(str(exc).replace(str(path), "\0").replace(path.name, "\0").split())
+    message = str(exc)
+    for name in (str(path), repr(str(path))[1:-1], path.name, repr(path.name)[1:-1]):  # as said, or as repr() quotes it
+        message = message.replace(name, "\0")
+    message = " ".join(message.split())
     return f"{type(exc).__name__}: {quoted(message).replace(chr(0), path.name)}"
