@@ -269,13 +269,18 @@ def clean_reason(reason: str, aliases: dict[str, str] | None = None) -> str:
     this pass catches what a library's message carries, and keeps the numbers reasons are made of
     ("claims 32767 x 32767 x 32767 voxels") that Presidio's phone and date patterns would take."""
     reason = " ".join(deidentify(scrub(reason, aliases or {}), generic=False).split())
-    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
+    return shortened(reason, REASON_CHARS)
+
+
+def shortened(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, "..." marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def quote(value) -> str:
     """Source text (a cell, a header, a name) as a message may quote it: de-identified and capped."""
     text = deidentify(str(value))
-    return repr(text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "...")
+    return repr(shortened(text))
 
 
 class DeidentifyingFilter(logging.Filter):

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits, error_detail, quoted
+from medtrinity_tasks.phi import shortened
+from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits, error_detail
 
 
 @contextlib.contextmanager
@@ -43,7 +44,7 @@ def _open(path: Path, limits: InputLimits):
     from PIL import Image, ImageMode  # lazy: only 2D sources need it here
 
     if not path.is_file():
-        raise InputRejected(f"file is missing: {quoted(path.name)}")
+        raise InputRejected(f"file is missing: {shortened(path.name)}")
     try:
         with _pillow_refusing_above(None):  # the size is checked just below, with its numbers
             image = Image.open(path, formats=IMAGE_FORMATS)

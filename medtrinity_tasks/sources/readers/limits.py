@@ -14,9 +14,8 @@ from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.phi import shortened
 
-QUOTED_CHARS = 80
-"""The most characters of source text (a value, a name, an exception's message) one reason quotes."""
 LISTED_VALUES = 8
 """The most values of a set one reason lists; the rest are counted."""
 FLOAT32_BYTES = 4
@@ -83,15 +82,10 @@ def binary_size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
-def quoted(text: str) -> str:
-    """Source text as a reason quotes it: at most ``QUOTED_CHARS`` characters."""
-    return text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 3] + "..."
-
-
 def listed(values: Iterable) -> str:
     """'3, 4, 5 and 9990 more': the first ``LISTED_VALUES`` of ``values`` (in their order), then how many remain."""
     values = list(values)
-    shown = ", ".join(quoted(str(v)) for v in values[:LISTED_VALUES])
+    shown = ", ".join(shortened(str(v)) for v in values[:LISTED_VALUES])
     rest = len(values) - LISTED_VALUES
     return f"{shown} and {rest} more" if rest > 0 else shown
 
@@ -103,4 +97,4 @@ def error_detail(exc: BaseException, path: Path) -> str:
     for name in (str(path), repr(str(path))[1:-1], path.name, repr(path.name)[1:-1]):  # as said, or as repr() quotes it
         message = message.replace(name, "\0")
     message = " ".join(message.split())
-    return f"{type(exc).__name__}: {quoted(message).replace(chr(0), path.name)}"
+    return f"{type(exc).__name__}: {shortened(message).replace(chr(0), path.name)}"

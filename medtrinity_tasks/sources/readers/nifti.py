@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.phi import shortened
 from medtrinity_tasks.sources.readers.base import Volume
 from medtrinity_tasks.sources.readers.limits import (
     DEFAULT_LIMITS,
@@ -18,7 +19,6 @@ from medtrinity_tasks.sources.readers.limits import (
     InputLimits,
     binary_size,
     error_detail,
-    quoted,
 )
 
 _SUFFIXES = (".nii", ".nii.gz")
@@ -37,7 +37,7 @@ def read_nifti(
     import nibabel as nib  # lazy: heavy import, and only this reader needs it
 
     if not path.is_file():
-        raise InputRejected(f"file is missing: {quoted(path.name)}")
+        raise InputRejected(f"file is missing: {shortened(path.name)}")
     if not path.name.lower().endswith(_SUFFIXES):
         raise InputRejected("not a readable NIfTI file (only single-file .nii and .nii.gz are read)")
     try:
