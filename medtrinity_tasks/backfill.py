@@ -9,13 +9,12 @@ from __future__ import annotations
 from medtrinity_tasks import PIPELINE_VERSION
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 
 def current_prompt_versions() -> list[str]:
-    from medtrinity_tasks.pipeline import DESCRIBERS
-
-    return sorted({describer.version for describer in DESCRIBERS.values()})
+    return sorted(set(PROMPT_VERSIONS.values()))
 
 
 def build_status(output_uri: str | None = None) -> list[dict]:

@@ -2,3 +2,7 @@
 
 ENGINES = ("template", "openai", "vllm")
 """Description engines by name (a run's ``engine`` param); kept here, import-light, for the DAG form."""
+
+PROMPT_VERSIONS = {"template": "template-v2", "openai": "medtrinity-v1", "vllm": "medtrinity-v1"}
+"""The prompt version each engine writes with: its stage's ``version``, and what a manifest's ``generator``
+and the backfill compare, read here without importing any engine."""

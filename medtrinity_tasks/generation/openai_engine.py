@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
+from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
 from medtrinity_tasks.stages.base import Resources, Stage
@@ -129,7 +130,7 @@ class ChatStage(Stage):
 
 class OpenAIDescription(ChatStage):
     name = "generate_openai"
-    version = PROMPT_VERSION
+    version = PROMPT_VERSIONS["openai"]
 
     def answer(self, row: dict) -> dict:
         started = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from medtrinity_tasks.config import Settings
+from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.preprocess.captions import image_kind, join_words
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
@@ -111,7 +112,7 @@ def description_text(sections: dict[str, str]) -> str:
 
 class TemplateDescription(Stage):
     name = "generate_template"
-    version = PROMPT_VERSION
+    version = PROMPT_VERSIONS["template"]
 
     def __init__(self, settings: Settings | None = None):
         """Takes the settings as every engine's stage does; it needs none."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
+from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
 from medtrinity_tasks.records import ROW_SCHEMA
@@ -96,7 +97,7 @@ def engine_result(row: dict, model: str) -> dict:
 
 class VLLMDescription(DatasetStage):
     name = "generate_vllm"
-    version = PROMPT_VERSION
+    version = PROMPT_VERSIONS["vllm"]
 
     def __init__(self, settings: Settings):
         check_vllm(settings)
