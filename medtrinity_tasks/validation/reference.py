@@ -1,38 +1,33 @@
 """Alignment of generated descriptions with the human text a source carries (reports, captions,
 QA answers), the way MedTrinity checked its descriptions against human annotations.
 
-Per record: ROUGE-L (F-measure of the longest common word subsequence), the cosine similarity of
-the two texts' sentence embeddings (the knowledge base's sentence model), and agreement on what
-each names: modality, organ, laterality and disease, each counted only where the human text names
-it. Scores describe; they do not gate: human reports say more and other things than a description.
+Per record: ROUGE-L (F-measure of the longest common word subsequence, by Google's ``rouge-score``),
+the cosine similarity of the two texts' sentence embeddings (the knowledge base's sentence model),
+and agreement on what each names: modality, organ, laterality and disease, each counted only where
+the human text names it. Scores describe; they do not gate: human reports say more and other things than a description.
 """
 
 from __future__ import annotations
 
-import re
+from functools import lru_cache
 
 from medtrinity_tasks.validation.consistency import Vocabulary, named, own_text
 
 ASPECTS = ("modality", "organ", "laterality", "disease")
-_WORD = re.compile(r"[a-z0-9]+")
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    """Google's ROUGE-L scorer, unstemmed: its tokens are the lower-cased runs of letters and digits.
+    Imported on first use, as it loads NLTK (about a second)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased word tokens."""
-    a, b = _WORD.findall(candidate.lower()), _WORD.findall(reference.lower())
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if not lcs:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 of ``candidate`` against ``reference``."""
+    return float(_rouge_scorer().score(reference, candidate)["rougeL"].fmeasure)
 
 
 def agreement(description: str, reference: str, vocab: Vocabulary) -> dict[str, bool | None]:
