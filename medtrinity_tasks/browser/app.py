@@ -18,9 +18,9 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 
 from medtrinity_tasks.browser import views
-from medtrinity_tasks.browser.overlay import draw_rois, roi_colour
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+from medtrinity_tasks.roi.overlay import draw_rois, roi_colour
 from medtrinity_tasks.storage import open_store
 
 

@@ -68,7 +68,7 @@ def prompt_image(row: dict, mode: str = "draw") -> bytes:
     (with CROP_MARGIN of context), or the image as it is."""
     from PIL import Image
 
-    from medtrinity_tasks.browser.overlay import draw_rois
+    from medtrinity_tasks.roi.overlay import draw_rois
 
     if mode not in IMAGE_MODES[:3]:
         raise ValueError(f"image mode must be one of {IMAGE_MODES[:3]}, got {mode!r}")

@@ -1,11 +1,14 @@
 """ROIs drawn on their image: each mask tinted and outlined, each box framed, in one colour per ROI,
-so a reviewer sees at a glance what the description is about."""
+so a reviewer (the dataset browser) and a model (the prompt's image) see at a glance what the
+description is about."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+
+from medtrinity_tasks.roi import rle
 
 PALETTE = ((255, 48, 48), (48, 200, 255), (255, 200, 0), (120, 255, 64), (255, 64, 255), (255, 140, 0))
 MASK_ALPHA = 0.35
@@ -26,8 +29,6 @@ def draw_rois(png: bytes, rois: list[dict]) -> bytes:
     """``png`` with ``rois`` (record ROI dicts) drawn on it, as PNG. A box that lies partly outside
     the image (the gate quarantines those) is drawn where it overlaps."""
     from PIL import Image, ImageDraw
-
-    from medtrinity_tasks.roi import rle
 
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32)
     height, width = image.shape[:2]
