@@ -3,8 +3,9 @@ with personal data replaced by typed placeholders (``phi.deidentify``).
 
 Safe repairs are the ones that cannot change what the model said: a Markdown code fence around the
 JSON, prose before or after the object, trailing commas, a section given as a list of sentences.
-Anything else (no object, a missing or empty section, a section that is not text) is not guessed
-at: ``OutputInvalid`` carries the reason, for the record to be quarantined with the raw text.
+Anything else (no object, a missing or empty section, a section that is not text or is longer
+than the schema's ``SECTION_MAX_CHARS``) is not guessed at: ``OutputInvalid`` carries the reason,
+for the record to be quarantined with the raw text.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import json
 import re
 
+from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
 from medtrinity_tasks.generation.template import description_text
 from medtrinity_tasks.phi import deidentify, find_phi
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
-
-MAX_SECTION_CHARS = 2000
 
 
 class OutputInvalid(ValueError):
@@ -56,8 +56,8 @@ def parse_sections(answer: str) -> tuple[dict[str, str], list[str]]:
             notes.append(f"{name}: sentences joined")
         if not isinstance(value, str) or not value.strip():
             raise OutputInvalid(f"section {name!r} is missing or empty")
-        if len(value) > MAX_SECTION_CHARS:
-            raise OutputInvalid(f"section {name!r} is longer than {MAX_SECTION_CHARS} characters")
+        if len(value) > SECTION_MAX_CHARS:
+            raise OutputInvalid(f"section {name!r} is longer than {SECTION_MAX_CHARS} characters")
         value = " ".join(value.split())
         notes += [f"{name}: {kind} removed" for kind in find_phi(value)]
         sections[name] = deidentify(value)

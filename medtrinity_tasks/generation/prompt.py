@@ -30,6 +30,8 @@ SECTION_GUIDE = {
     "region_relationship": "how the region relates to its surroundings, and the disease it most likely shows",
 }
 SECTION_MAX_CHARS = 1000
+"""The longest section: the schema asks for no more, the parser refuses more and the gate quarantines
+more, so an answer over it is refused at once, with one reason, whichever engine wrote it."""
 OUTPUT_SCHEMA = {
     "type": "object",
     "properties": {
