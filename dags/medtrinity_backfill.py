@@ -14,7 +14,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from medtrinity_tasks.monitoring import task_defaults
+from medtrinity_tasks.airflow_glue.defaults import task_defaults
 
 
 @dag(

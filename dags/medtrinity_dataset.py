@@ -11,8 +11,8 @@ from datetime import datetime
 
 from airflow.sdk import AssetAny, Param, dag, get_current_context, task
 
-from medtrinity_tasks.assets import DATASET_ASSET, source_asset
-from medtrinity_tasks.monitoring import task_defaults
+from medtrinity_tasks.airflow_glue.assets import DATASET_ASSET, source_asset
+from medtrinity_tasks.airflow_glue.defaults import task_defaults
 from medtrinity_tasks.sources.catalog import load_catalog
 
 

@@ -12,8 +12,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from medtrinity_tasks.assets import KNOWLEDGE_ASSET
-from medtrinity_tasks.monitoring import task_defaults
+from medtrinity_tasks.airflow_glue.assets import KNOWLEDGE_ASSET
+from medtrinity_tasks.airflow_glue.defaults import task_defaults
 
 
 @dag(

@@ -5,13 +5,14 @@ names often hold patient identifiers).
 
 A task killed hard (SIGKILL, out of memory) runs no callback: the run's summary writes the record of
 each shard that did not finish, and the next run's plan writes the record of a run whose lease expired
-without its end (``storage.lease``)."""
+without its end (``storage.lease``). Keys and the records written without a callback are the
+output layout's (``storage.shards``)."""
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from medtrinity_tasks.config import load_settings
@@ -33,7 +34,6 @@ _PATH = re.compile(
     rf"|(?P<file>[^\s/\\'\"<>()\[\]:;,]+\.{_DATA_FILE})",  # a data file's name on its own
     re.IGNORECASE,
 )
-_UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def without_paths(message: str) -> str:
@@ -89,50 +89,11 @@ def failure_record(context: dict) -> dict:
     }
 
 
-def unfinished_record(
-    source_id: str,
-    run_id: str,
-    task_id: str,
-    error_class: str,
-    message: str,
-    *,
-    shard_id: str | None = None,
-    map_index: int = -1,
-    log_url: str | None = None,
-) -> dict:
-    """A failure record written for a task or run that ended without writing its own (killed, lost),
-    in ``failure_record``'s shape; its try is not known."""
-    return {
-        "source_id": source_id,
-        "dag_id": f"medtrinity__{source_id}",
-        "run_id": run_id,
-        "task_id": task_id,
-        "shard_id": shard_id,
-        "map_index": map_index,
-        "try_number": None,
-        "error_class": error_class,
-        "message": message,
-        "log_url": log_url,
-        "failed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def failure_key(record: dict) -> str:
-    tried = f"try{record['try_number']}" if record["try_number"] is not None else "killed"
-    name = f"{record['task_id']}-{record['map_index']}-{tried}"
-    return f"{failures_prefix(record['source_id'], record['run_id'])}/{name}.json"
-
-
-def failures_prefix(source_id: str, run_id: str) -> str:
-    from medtrinity_tasks.storage.shards import source_prefix  # lazy: the DAG file imports this module
-
-    return f"{source_prefix(source_id)}/failures/{_UNSAFE.sub('_', run_id)}"
-
-
 def record_failure(context: dict) -> None:
     """``on_failure_callback`` of every source task. It never raises: a failing callback must not
     hide the task's own error, which Airflow has already logged."""
-    from medtrinity_tasks.storage import open_store
+    from medtrinity_tasks.storage import open_store  # lazy, as below: the DAG files import this module
+    from medtrinity_tasks.storage.shards import failure_key
 
     try:
         record = failure_record(context)
@@ -150,6 +111,7 @@ def record_unfinished_shards(context: dict, shard_ids: list[str], unfinished: li
     """From the run's summary: a failure record for every shard that did not finish and has none of
     this run, because its task was killed before any callback could run."""
     from medtrinity_tasks.storage import open_store
+    from medtrinity_tasks.storage.shards import failure_key, failures_prefix, unfinished_record
 
     ti = context["ti"]
     source_id = ti.dag_id.removeprefix("medtrinity__")
@@ -169,42 +131,3 @@ def record_unfinished_shards(context: dict, shard_ids: list[str], unfinished: li
         log.error("medtrinity failure record: %s", json.dumps(record, sort_keys=True))
         records.append(record)
     return records
-
-
-NOTICE_SUBJECT = "[medtrinity] {{ ti.dag_id }}: task {{ ti.task_id }} failed (try {{ ti.try_number }})"
-NOTICE_BODY = (
-    "<p>Task <b>{{ ti.task_id }}</b>{% if ti.map_index is not none and ti.map_index >= 0 %} "
-    "({{ ti.rendered_map_index }}){% endif %} of <b>{{ ti.dag_id }}</b>, run {{ ti.run_id }}, failed "
-    'on try {{ ti.try_number }}.</p><p><a href="{{ ti.log_url }}">Log</a>. The failure record, with '
-    "the error, is under sources/&lt;source&gt;/failures/ in the output store.</p>"
-)
-"""No error text in mail: messages can name files, and a mailbox is not the place for file names."""
-
-
-def failure_callbacks() -> list:
-    """``on_failure_callback`` for every task: the failure record, and an e-mail through Airflow's
-    SMTP notifier when MEDTRINITY_NOTIFY_EMAILS is set."""
-    emails = load_settings().notify_emails
-    if not emails:
-        return [record_failure]
-    try:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-    except ImportError as exc:
-        raise ImportError(
-            "MEDTRINITY_NOTIFY_EMAILS is set but the SMTP provider is missing: "
-            "pip install 'apache-airflow-providers-smtp' (or install medtrinity with the airflow extra)"
-        ) from exc
-    return [record_failure, SmtpNotifier(to=list(emails), subject=NOTICE_SUBJECT, html_content=NOTICE_BODY)]
-
-
-def task_defaults() -> dict:
-    """``default_args`` of every medtrinity DAG: the failure callbacks, and retries with exponential
-    backoff (MEDTRINITY_TASK_RETRIES) for the faults that pass."""
-    return {
-        "owner": "medtrinity",
-        "on_failure_callback": failure_callbacks(),
-        "retries": load_settings().task_retries,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-    }

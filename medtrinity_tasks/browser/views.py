@@ -53,7 +53,7 @@ def _top_reasons(manifest: dict, count: int = 3) -> list[tuple[str, int]]:
 
 
 def recent_failures(store: Store, source_ids: list[str], limit: int = FAILURES_SHOWN) -> list[dict]:
-    """The newest failure records (``monitoring.record_failure``) across ``source_ids``."""
+    """The newest failure records (``airflow_glue.failures.record_failure``) across ``source_ids``."""
     records = []
     for source_id in source_ids:
         keys = store.list(f"{source_prefix(source_id)}/failures/")

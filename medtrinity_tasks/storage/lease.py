@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.phi import project_logger
-from medtrinity_tasks.storage.shards import source_prefix
+from medtrinity_tasks.storage.shards import failure_key, source_prefix, unfinished_record
 from medtrinity_tasks.storage.store import Store
 
 log = project_logger(__name__)  # de-identified log lines
@@ -166,8 +166,6 @@ def _read(store: Store, source_id: str) -> tuple[dict, str] | None:
 
 def _record_lost(store: Store, source_id: str, lease: dict, mine: bool) -> None:
     """The failure record of a run that ended without releasing its lease (it was killed hard)."""
-    from medtrinity_tasks.monitoring import failure_key, unfinished_record
-
     holder = lease["holder"]
     last = f"(held by host {holder.get('host')}, pid {holder.get('pid')}, last renewed at {lease['renewed_at']})"
     message = (
