@@ -26,10 +26,6 @@ def _address_list(value: Any) -> Any:
     return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
 
-def _local_root(value: Any) -> Any:
-    return None if isinstance(value, str) and value.startswith("s3://") else value
-
-
 AbsolutePath = Annotated[Path, AfterValidator(Path.absolute)]
 PathList = Annotated[tuple[AbsolutePath, ...], NoDecode, BeforeValidator(_path_list)]
 AddressList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_address_list)]
@@ -55,7 +51,7 @@ class Settings(BaseSettings):
         Path("data/samples"),
         "where `medtrinity samples` writes; sample catalog entries point here",
     )
-    allowed_root: Annotated[AbsolutePath | None, BeforeValidator(_local_root)] = setting(
+    data_dir: str | None = setting(
         "MEDTRINITY_DATA_DIR",
         None,
         "where a site stages public sources (a path or `s3://bucket/prefix`); the shipped real-source entries point "
@@ -323,6 +319,19 @@ class Settings(BaseSettings):
             raise TypeError(f"Settings has no field {', '.join(unknown)}")
         values = {**self.model_dump(), **changes}
         return _validated({environment_names(name)[0]: value for name, value in values.items()})
+
+    @property
+    def allowed_root(self) -> Path | None:
+        """MEDTRINITY_DATA_DIR as a local directory, which catalog locations must lie below (unless an entry
+        sets ``allow_outside_data_dir``); None when unset or on S3."""
+        if not self.data_dir or self.data_dir.startswith("s3://"):
+            return None
+        return Path(self.data_dir).absolute()
+
+    def location_variables(self) -> dict[str, str]:
+        """The variables a catalog entry's location may name: the samples directory and MEDTRINITY_DATA_DIR once set."""
+        variables = {"MEDTRINITY_SAMPLES_DIR": str(self.samples_dir)}
+        return {**variables, "MEDTRINITY_DATA_DIR": self.data_dir} if self.data_dir else variables
 
 
 class _EnvironSource(EnvSettingsSource):
