@@ -11,13 +11,14 @@ import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import pairwise
+from functools import lru_cache
 from pathlib import Path
 
-from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.errors import KnowledgeUnavailable, MedtrinityError
+from medtrinity_tasks.knowledge.embeddings import INSTALL_HINT
 from medtrinity_tasks.phi import project_logger
 
 log = project_logger(__name__)  # de-identified log lines
@@ -44,13 +45,9 @@ _FORMAT_BY_SUFFIX = {
     ".md": "text",
 }
 
-# LangChain's RecursiveCharacterTextSplitter separators, with sentence ends added between lines and spaces
-_SEPARATORS = (
-    re.compile(r"\n[ \t]*\n\s*"),
-    re.compile(r"\n"),
-    re.compile(r"(?<=[.!?])\s+"),
-    re.compile(r"\s+"),
-)
+# The separators of LangChain's RecursiveCharacterTextSplitter (paragraphs, lines, spaces, characters),
+# with sentence ends added between lines and spaces
+_SEPARATORS = (r"\n[ \t]*\n\s*", r"\n", r"(?<=[.!?])\s+", r"\s+", "")
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
 
 
@@ -66,57 +63,33 @@ class Chunk:
 
 
 def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP) -> list[str]:
-    """Split like LangChain's RecursiveCharacterTextSplitter (which MedRAG used): on paragraph
-    breaks first, then lines, then sentence ends, then spaces, then characters; merge pieces up to
-    `size` characters with about `overlap` characters carried over from the previous chunk.
-    Whitespace-only input gives []. Text of at most `size` chars gives [text.strip()]."""
+    """Split with LangChain's RecursiveCharacterTextSplitter (which MedRAG used): on paragraph breaks
+    first, then lines, then sentence ends, then spaces, then characters, each separator kept at the
+    start of the next piece; pieces are merged up to `size` characters with about `overlap`
+    characters carried over from the previous chunk. Whitespace-only input gives []. Text of at most
+    `size` chars gives [text.strip()]."""
     if not 0 <= overlap < size:
         raise ValueError(f"chunk overlap must be at least 0 and less than the size {size}, got {overlap}")
     text = text.strip()
     if len(text) <= size:
         return [text] if text else []
-    return _split(text, _SEPARATORS, size, overlap)
+    return _splitter(size, overlap).split_text(text)
 
 
-def _split(text: str, separators: tuple[re.Pattern, ...], size: int, overlap: int) -> list[str]:
-    """LangChain's ``_split_text``: split on the coarsest separator present, split again any piece that
-    is still too long, and merge runs of short pieces. Separators stay at the start of the next piece."""
-    for level, separator in enumerate(separators):
-        cuts = [match.start() for match in separator.finditer(text) if match.start() > 0]
-        if cuts:
-            bounds = [0, *cuts, len(text)]
-            pieces = [text[start:end] for start, end in pairwise(bounds)]
-            finer = separators[level + 1 :]
-            break
-    else:
-        return _merge(list(text), size, overlap)
-    chunks: list[str] = []
-    short: list[str] = []
-    for piece in pieces:
-        if len(piece) < size:
-            short.append(piece)
-        else:
-            chunks += _merge(short, size, overlap)
-            short = []
-            chunks += _split(piece, finer, size, overlap)
-    return chunks + _merge(short, size, overlap)
-
-
-def _merge(pieces: list[str], size: int, overlap: int) -> list[str]:
-    """LangChain's ``_merge_splits``: fill a window up to `size`, then keep its last pieces (at most
-    `overlap` characters) to start the next chunk."""
-    chunks = []
-    window: deque[str] = deque()
-    length = 0
-    for piece in pieces:
-        if window and length + len(piece) > size:
-            chunks.append("".join(window).strip())
-            while length > overlap or (window and length + len(piece) > size):
-                length -= len(window.popleft())
-        window.append(piece)
-        length += len(piece)
-    chunks.append("".join(window).strip())
-    return [chunk for chunk in chunks if chunk]
+@lru_cache(maxsize=4)
+def _splitter(size: int, overlap: int):
+    """The splitter, imported on first use: only indexing chunks text (the knowledge extra)."""
+    try:
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+    except ImportError:
+        raise KnowledgeUnavailable(f"chunking a corpus needs langchain-text-splitters: {INSTALL_HINT}") from None
+    return RecursiveCharacterTextSplitter(
+        separators=list(_SEPARATORS),
+        keep_separator="start",
+        is_separator_regex=True,
+        chunk_size=size,
+        chunk_overlap=overlap,
+    )
 
 
 @dataclass(frozen=True)
