@@ -3,14 +3,13 @@
 Every file a layout is responsible for becomes an input row: either a unit of work
 (``source_relpath`` and, where there is one, ``label_relpath``) or a reject with its reason, so a
 run accounts for every file it was given. Every path a layout lists, pairs or reads goes through
-``confined``, so a name climbing out of the source directory or a link leading out of it becomes
-a reject (or, for a listing file, an error) instead of a read.
+``confinement.confined``, so a name climbing out of the source directory or a link leading out of
+it becomes a reject (or, for a listing file, an error) instead of a read.
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import os
 import posixpath
@@ -21,16 +20,15 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected, MedtrinityError, SourceNotFound
 from medtrinity_tasks.phi import clean_reason, deidentify, name_aliases, phi_in_path, published_path, quote
 from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
+from medtrinity_tasks.sources.confinement import confined
+from medtrinity_tasks.sources.deid import salt_for
+from medtrinity_tasks.sources.dicom_listing import list_dicom_series
 
 OUTSIDE = "path in dataset.json points outside the source directory"
 NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
 NAME_HOLDS_PHI = "file name holds personal data"
 JSON_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 """What reading a listing file of the wrong shape raises (RecursionError: arrays nested 100,000 deep)."""
-NAME_MAX = 255
-"""The longest file or folder name, in bytes, that Linux file systems hold."""
-LINK_LEADS_OUT = "symbolic link leads outside the source directory"
-BROKEN_LINK = "broken or looping symbolic link"
 
 
 def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:
@@ -64,8 +62,6 @@ def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> None:
     under its pseudonym and read from ``file_relpath``; without MEDTRINITY_DEID_SALT it is rejected."""
     relpath = item["source_relpath"]
     if phi_in_path(relpath):
-        from medtrinity_tasks.preprocess.deid import salt_for
-
         try:
             salt = salt_for(source, settings)
         except MedtrinityError:
@@ -78,50 +74,9 @@ def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> None:
         item["reject_reason"] = clean_reason(item["reject_reason"], name_aliases(item))
 
 
-def confined(root: Path, relpath: str) -> Path:
-    """``root / relpath`` once it is known to stay inside ``root`` with the symbolic links of every
-    component resolved; otherwise ``InputRejected`` with the reason. Layouts call it for every path
-    they list or pair, and the first stages for every file they open: a link swapped after the
-    listing is caught when the file is opened. The path comes back as named, not resolved, because
-    readers judge formats by file name and reasons name files by it."""
-    if _unsafe_name(relpath):
-        raise InputRejected(f"path leaves the source directory: {quote(relpath)}")
-    try:
-        relpath.encode()
-    except UnicodeEncodeError:  # bytes the file system gave that are not UTF-8: no record can name them
-        raise InputRejected(f"file name is not valid UTF-8: {quote(relpath)}") from None
-    if any(len(part.encode()) > NAME_MAX for part in relpath.split("/")):
-        raise InputRejected(f"file name is longer than {NAME_MAX} bytes: {quote(relpath)}")
-    path = root / relpath
-    try:
-        target = path.resolve(strict=True)
-    except RuntimeError:  # a loop, on Python before 3.13
-        raise InputRejected(BROKEN_LINK) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or _is_link(path):
-            raise InputRejected(BROKEN_LINK) from None
-        target = path.resolve()  # missing or unreadable: where it would be must still lie inside
-    if not target.is_relative_to(root.resolve()):
-        raise InputRejected(LINK_LEADS_OUT)
-    return path
-
-
 def _error(exc: BaseException) -> str:
     """A listing file's error as its type and its message, de-identified and capped (it may quote the file)."""
     return f"{type(exc).__name__}: {quote(exc)}"
-
-
-def _is_link(path: Path) -> bool:
-    try:
-        return path.is_symlink()
-    except OSError:  # a name the file system refuses outright is no link
-        return False
-
-
-def _unsafe_name(relpath: str) -> bool:
-    """Names refused before any join: NUL, backslashes (a separator elsewhere), any ".." and what
-    ``escapes_root`` refuses (absolute or drive-letter paths)."""
-    return "\0" in relpath or "\\" in relpath or ".." in relpath.split("/") or escapes_root(relpath)
 
 
 def _escape_reason(root: Path, item: dict) -> str | None:
@@ -207,58 +162,6 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
             inputs[relpath] = {"source_relpath": relpath, "label_relpath": f"labelsTr/{case}{ending}"}
             if source.channels:
                 inputs[relpath]["sequence"] = _channel_name(source, str(int(channel)))
-    return inputs
-
-
-def _dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = None) -> dict[str, dict]:
-    """Every file under the source directory, grouped into series by the DICOM reader. A series is
-    one input named by a salted pseudonym of its SeriesInstanceUID; a file that cannot be used is
-    an input of its own, rejected, named by a pseudonym of its path. No folder or file name, which
-    in DICOM trees often hold patient ids or dates, reaches an output. Each input carries the
-    pseudonyms of the folders its files lie in, which a later listing can be scoped to."""
-    from medtrinity_tasks.config import load_settings
-    from medtrinity_tasks.phi import pseudonym, scrub
-    from medtrinity_tasks.preprocess.deid import file_aliases, salt_for
-    from medtrinity_tasks.sources.readers.dicom import scan
-    from medtrinity_tasks.sources.readers.limits import InputLimits
-
-    settings = load_settings()
-    salt = salt_for(source, settings)
-    wanted = set(scope) if scope is not None else None
-    files = []
-    for folder, _, names in os.walk(root):  # does not follow folder links: no loops
-        relfolder = Path(folder).relative_to(root).as_posix()
-        if wanted is None or pseudonym(salt, relfolder, "folder") in wanted:
-            files += [Path(folder, name).relative_to(root).as_posix() for name in names]
-    files.sort()
-
-    def folders(relpaths) -> list[str]:
-        return sorted({pseudonym(salt, posixpath.dirname(p) or ".", "folder") for p in relpaths})
-
-    aliases = file_aliases(salt, files)
-    inputs, readable = {}, []
-    for relpath in files:  # before any header is read: dcmread follows links
-        try:
-            readable.append(confined(root, relpath))
-        except InputRejected as exc:
-            key = pseudonym(salt, relpath, "file")
-            reason = scrub(str(exc), {quote(relpath): key})  # no file or folder name in a reason
-            inputs[key] = {"source_relpath": key, "reject_reason": reason, "folders": folders([relpath])}
-    series, rejects = scan(readable, InputLimits.of(settings))
-    for path, reason in rejects.items():
-        relpath = path.relative_to(root).as_posix()
-        key = pseudonym(salt, relpath, "file")
-        inputs[key] = {"source_relpath": key, "reject_reason": scrub(reason, aliases), "folders": folders([relpath])}
-    for found in series:
-        key = pseudonym(salt, found.series_uid, "series")
-        images = [p.relative_to(root).as_posix() for p in found.files]
-        annotations = [p.relative_to(root).as_posix() for p in (*found.segs, *found.rtstructs)]
-        inputs[key] = {
-            "source_relpath": key,
-            "member_files": images,
-            "annotation_files": annotations,
-            "folders": folders(images + annotations),
-        }
     return inputs
 
 
@@ -493,18 +396,11 @@ def _walk(root: Path, folder: str) -> list[str]:
     )
 
 
-def escapes_root(relpath: str) -> bool:
-    """Whether a path named by a source (a listing, a table, an archive member, an object key) would
-    land outside the source directory: absolute (POSIX or a Windows drive) or climbing out with ".."."""
-    normalised = posixpath.normpath(relpath.replace("\\", "/"))
-    return normalised.startswith(("/", "../")) or normalised == ".." or relpath[1:2] == ":"
-
-
 LISTERS = {
     "msd": _msd,
     "nnunet": _nnunet,
     "paired_files": _paired_files,
-    "series": _dicom_series,
+    "series": list_dicom_series,
     "image_mask": _image_mask,
     "image_table": _image_table,
     "coco": _coco,

@@ -11,7 +11,7 @@ from pathlib import Path
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import project_logger
-from medtrinity_tasks.sources.layouts import confined
+from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.storage import open_store
 
 log = project_logger(__name__)  # de-identified log lines

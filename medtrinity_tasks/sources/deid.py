@@ -3,7 +3,7 @@ that could carry identity (DICOM series UIDs, file and folder names, which often
 dates), and the aliases that scrub file names out of reasons.
 
 What is read from DICOM headers at all is limited by the reader's allow-list
-(``sources/readers/dicom.py``); this module covers what the pipeline itself names.
+(``sources/readers/dicom/header.py``); this module covers what the pipeline itself names.
 """
 
 from __future__ import annotations
