@@ -373,7 +373,8 @@ _PHRASES = {
 def _problem(error: Any) -> str:
     """One bad value as a person reads it: ``MEDTRINITY_SHARD_SIZE must be an integer, got 'x'``."""
     name = str(error["loc"][0]) if error["loc"] else "settings"
-    phrase = _PHRASES.get(error["type"], "is invalid ({msg})").format(msg=error["msg"], **error.get("ctx", {}))
+    limits = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
+    phrase = _PHRASES.get(error["type"], "is invalid ({msg})").format(msg=error["msg"], **limits)
     return f"{name} {phrase}, got {error['input']!r}"
 
 
