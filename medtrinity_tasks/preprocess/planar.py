@@ -11,8 +11,7 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
 from medtrinity_tasks.sources.catalog import SourceEntry, Window
-from medtrinity_tasks.sources.layouts import confined
-from medtrinity_tasks.sources.readers.image2d import read_image, read_mask
+from medtrinity_tasks.sources.readers import reader_for
 from medtrinity_tasks.sources.readers.limits import InputLimits, listed
 from medtrinity_tasks.stages.base import InputStage
 
@@ -35,32 +34,24 @@ class PlanarImageLoader(InputStage):
     version = "1"
     batch_size = 16  # 2D images are small: several per task
 
-    def __init__(self, source: SourceEntry, settings: Settings):
+    def __init__(self, source: SourceEntry, settings: Settings, *, expert_follows: bool):
+        """``expert_follows`` is taken as by every first stage and changes nothing here: a 2D image without
+        annotations is a record whether or not an expert follows (its class labels, boxes or none say what it
+        shows), where a volume without annotations is rejected unless an expert will label it."""
         self.source = source
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
         self.limits = InputLimits.of(settings)
-
-    def read(self, path) -> np.ndarray:
-        """Pixels as stored (2D image files), or in modality units (single DICOM images)."""
-        if self.source.format == "dicom":
-            from medtrinity_tasks.sources.readers.dicom import read_dicom_image
-
-            return read_dicom_image(path, self.limits)
-        return read_image(path, self.limits)
+        self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
+        """Pixels as stored (2D image files), or in modality units (single DICOM images), with the mask if any."""
 
     def rows_for(self, row: dict) -> list[dict]:
-        pixels = self.read(confined(self.root, row.get("file_relpath") or row["source_relpath"]))
+        pixels, mask = self.reader.read(row, unannotated=True)
         if row.get("label_relpath"):
-            mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values, self.limits)
-            if mask.shape != pixels.shape[:2]:
-                raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
             present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())
             unknown = sorted(present - set(self.source.labels) - {0})
             if unknown:
                 raise InputRejected(f"mask holds values the catalog entry does not define: {listed(unknown)}")
-        else:  # boxes or class labels only
-            mask = np.zeros(pixels.shape[:2], dtype=np.uint16)
         if self.source.rescale_intercept:
             pixels = pixels.astype(np.float32) + self.source.rescale_intercept
         image = to_8bit(pixels, self.source.colour, self.source.display_window())

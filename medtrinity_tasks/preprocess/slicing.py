@@ -8,10 +8,9 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
-from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.sources.layouts import confined
-from medtrinity_tasks.sources.readers import Volume, read_nifti
+from medtrinity_tasks.sources.readers import reader_for
+from medtrinity_tasks.sources.readers.base import Volume
 from medtrinity_tasks.sources.readers.limits import InputLimits, listed
 from medtrinity_tasks.stages.base import InputStage
 
@@ -60,44 +59,27 @@ def choose_slices(
 
 
 class VolumeSlicer(InputStage):
-    """Reads an image volume and its label map; emits one row per chosen slice, or a reject."""
+    """Reads an image volume and its label map (NIfTI, or a DICOM series with its SEG and RTSTRUCT files: the
+    source's reader); emits one row per chosen slice, or a reject."""
 
     name = "slice_volumes"
     version = "1"
     batch_size = 1  # one volume per task: volumes are read and sliced in parallel
 
-    def __init__(self, source: SourceEntry, settings: Settings):
+    def __init__(self, source: SourceEntry, settings: Settings, *, expert_follows: bool):
+        """``expert_follows``: an expert stage follows that labels images without annotations, so volumes without
+        any are sliced for it instead of rejected."""
         self.source = source
         self.root = source.location_path(settings)
         self.image_size = settings.image_size
         self.limits = InputLimits.of(settings)
+        self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
         self.context = (
             source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
         )
         self.roi_values = source.roi_values()
-        self.unannotated_slices = settings.unannotated_slices if expert_for(source, settings) else 0
-        """Slices kept of a volume without annotations, for the source's expert; 0 (no expert) rejects it."""
-
-    def unannotated(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An empty label volume for an input without annotations, when an expert will label it."""
-        if not self.unannotated_slices:
-            raise InputRejected("no annotation comes with this image and no expert covers its modality and region")
-        return np.zeros(shape[:3], dtype=np.uint16)
-
-    def read(self, row: dict) -> tuple[Volume, np.ndarray]:
-        """The image volume and its label volume, voxel for voxel (NIfTI; other formats override).
-        A 4D image holds channels (MR sequences) over one label volume."""
-        image = read_nifti(
-            confined(self.root, row.get("file_relpath") or row["source_relpath"]), channels=True, limits=self.limits
-        )
-        if not row.get("label_relpath"):
-            return image, self.unannotated(image.data.shape)
-        labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True, limits=self.limits)
-        if labels.data.shape != image.data.shape[:3]:
-            raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
-        if not np.allclose(labels.affine, image.affine, atol=1e-3):
-            raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
-        return image, labels.data
+        self.unannotated_slices = settings.unannotated_slices if expert_follows else 0
+        """Slices kept of a volume without annotations, for the expert that follows; 0 (no expert) rejects it."""
 
     def channels(self, row: dict, image: Volume) -> list[tuple[str | None, np.ndarray]]:
         """(sequence name, 3D voxels) per channel: one for a 3D image, each channel of a 4D one."""
@@ -107,7 +89,7 @@ class VolumeSlicer(InputStage):
         return [(names.get(str(c), f"channel {c}"), image.data[..., c]) for c in range(image.data.shape[3])]
 
     def rows_for(self, row: dict) -> list[dict]:
-        image, labels = self.read(row)
+        image, labels = self.reader.read(row, unannotated=self.unannotated_slices > 0)
         present = label_values(labels)
         annotated = bool(row.get("label_relpath") or row.get("annotation_files"))
         if annotated and not present:

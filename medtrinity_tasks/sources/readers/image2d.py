@@ -16,6 +16,8 @@ import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import shortened
+from medtrinity_tasks.sources.confinement import confined
+from medtrinity_tasks.sources.readers.base import InputReader
 from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits, error_detail
 
 
@@ -86,3 +88,20 @@ def read_mask(path: Path, values: str, limits: InputLimits = DEFAULT_LIMITS) -> 
     if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0:
         raise InputRejected("mask values are not non-negative integers")
     return pixels.astype(np.uint16)
+
+
+class PlanarReader(InputReader[np.ndarray]):
+    """An image file with its mask, if it has one (the image_mask layout), else an empty mask."""
+
+    def pixels(self, path: Path) -> np.ndarray:
+        """The image's pixels as stored."""
+        return read_image(path, self.limits)
+
+    def read(self, row: dict, *, unannotated: bool) -> tuple[np.ndarray, np.ndarray]:
+        pixels = self.pixels(confined(self.root, row.get("file_relpath") or row["source_relpath"]))
+        if not row.get("label_relpath"):  # boxes or class labels only, or no annotation
+            return pixels, np.zeros(pixels.shape[:2], dtype=np.uint16)
+        mask = read_mask(confined(self.root, row["label_relpath"]), self.source.image_mask.mask_values, self.limits)
+        if mask.shape != pixels.shape[:2]:
+            raise InputRejected(f"mask size {mask.shape[::-1]} differs from image size {pixels.shape[1::-1]}")
+        return pixels, mask

@@ -12,7 +12,8 @@ import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import shortened
-from medtrinity_tasks.sources.readers.base import Volume
+from medtrinity_tasks.sources.confinement import confined
+from medtrinity_tasks.sources.readers.base import InputReader, Volume
 from medtrinity_tasks.sources.readers.limits import (
     DEFAULT_LIMITS,
     FLOAT32_BYTES,
@@ -130,3 +131,22 @@ def _label_values(data: np.ndarray) -> np.ndarray:
     if data.min() < 0:
         raise InputRejected("label map holds negative values")
     return data
+
+
+class NiftiVolumeReader(InputReader[Volume]):
+    """A NIfTI image (3D, or 4D: channels such as MR sequences over one label volume) with its NIfTI label map."""
+
+    def read(self, row: dict, *, unannotated: bool) -> tuple[Volume, np.ndarray]:
+        image = read_nifti(
+            confined(self.root, row.get("file_relpath") or row["source_relpath"]), channels=True, limits=self.limits
+        )
+        if not row.get("label_relpath"):
+            if not unannotated:
+                raise InputRejected("no annotation comes with this image and no expert covers its modality and region")
+            return image, np.zeros(image.data.shape[:3], dtype=np.uint16)
+        labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True, limits=self.limits)
+        if labels.data.shape != image.data.shape[:3]:
+            raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
+        if not np.allclose(labels.affine, image.affine, atol=1e-3):
+            raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
+        return image, labels.data

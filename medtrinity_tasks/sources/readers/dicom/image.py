@@ -1,0 +1,38 @@
+"""Single 2D DICOM images (radiographs, mammograms) in modality units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.sources.readers.dicom.header import attribute, read_with_pixels, rejects_malformed, scan_header
+from medtrinity_tasks.sources.readers.dicom.pixels import claimed_size, decode, monochrome1_top
+from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits
+
+
+@rejects_malformed("image header")
+def read_dicom_image(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """One 2D DICOM image (a radiograph, a mammogram) as float32 [row, column] in modality units,
+    MONOCHROME1 turned so that higher is brighter. What ``scan`` rejects (non-image objects, no
+    file meta, burned-in annotation) is rejected here with the same reason, and so is an image
+    whose header claims more than ``limits``, before its pixels are decoded."""
+    if not path.is_file():
+        raise InputRejected(f"file is missing: {path.name}")
+    _, reason = scan_header(path, limits)
+    if reason is not None:
+        raise InputRejected(reason)
+    ds = read_with_pixels(path, limits)
+    rows, columns, count, itemsize = claimed_size(ds)
+    if count != 1:
+        raise InputRejected(f"{path.name} holds {count} frames; a 2D source reads single images")
+    limits.check_image(columns, rows, itemsize, itemsize + FLOAT32_BYTES)
+    stored = decode(ds, path)
+    values = stored[0].astype(np.float32)
+    top = monochrome1_top(ds)
+    if top is not None:
+        values = top - values
+    slope = float(attribute(ds, "RescaleSlope", 1) or 1)
+    intercept = float(attribute(ds, "RescaleIntercept", 0) or 0)
+    return values * slope + intercept

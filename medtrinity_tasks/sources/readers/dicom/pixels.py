@@ -1,0 +1,72 @@
+"""DICOM pixel data: what a header claims of it, to check against the limits before decoding, and the stored
+values decoded through pydicom's pixel handlers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.sources.readers.dicom.header import DEFLATED_SYNTAX, attribute
+from medtrinity_tasks.sources.readers.limits import error_detail
+
+_NATIVE_SYNTAXES = (
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian
+    DEFLATED_SYNTAX,
+)
+
+
+def claimed_size(ds) -> tuple[int, int, int, int]:
+    """(rows, columns, frames, bytes per pixel) as the header claims them, to check before decoding; pydicom
+    unpacks 1-bit pixels (SEG) to a byte each."""
+    samples = int(attribute(ds, "SamplesPerPixel", 1) or 1)
+    bits = int(attribute(ds, "BitsAllocated", 8) or 8)
+    frames = int(attribute(ds, "NumberOfFrames", 1) or 1)
+    rows, columns = int(attribute(ds, "Rows", 0) or 0), int(attribute(ds, "Columns", 0) or 0)
+    return rows, columns, frames, samples * ((bits + 7) // 8)
+
+
+def decode(ds, path: Path) -> np.ndarray:
+    """Stored pixel values as (frames, rows, columns), through pydicom's pixel handlers."""
+    from pydicom.uid import UID
+
+    if attribute(ds, "PixelData") is None:
+        raise InputRejected(f"no pixel data in {path.name}")
+    samples = int(attribute(ds, "SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputRejected(f"colour images (SamplesPerPixel {samples}) are not read as volumes")
+    rows, columns = int(attribute(ds, "Rows")), int(attribute(ds, "Columns"))
+    count = int(attribute(ds, "NumberOfFrames", 1) or 1)
+    syntax = str(attribute(ds.file_meta, "TransferSyntaxUID"))
+    if syntax in _NATIVE_SYNTAXES:
+        bits = int(attribute(ds, "BitsAllocated", 0) or 0)
+        expected = (rows * columns * count * bits + 7) // 8
+        stored = len(attribute(ds, "PixelData"))
+        if stored < expected:
+            raise InputRejected(f"truncated pixel data in {path.name}: {stored} of {expected} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except Exception as exc:
+        detail = error_detail(exc, path)
+        if syntax in _NATIVE_SYNTAXES:
+            raise InputRejected(f"unreadable pixel data in {path.name} ({detail})") from None
+        raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}: {detail}") from None
+    pixels = np.asarray(pixels)
+    if pixels.size != rows * columns * count:
+        raise InputRejected(f"pixel data of {path.name} holds {pixels.size} values, expected {rows * columns * count}")
+    return pixels.reshape(count, rows, columns)
+
+
+def monochrome1_top(ds) -> int | None:
+    """For MONOCHROME1 (higher is darker): min + max of the stored range, so that ``top - value``
+    turns it the usual way round; None for other photometric interpretations."""
+    if str(attribute(ds, "PhotometricInterpretation", "")).strip() != "MONOCHROME1":
+        return None
+    bits = int(attribute(ds, "BitsStored", attribute(ds, "BitsAllocated", 16)))
+    return -1 if int(attribute(ds, "PixelRepresentation", 0)) == 1 else (1 << bits) - 1
