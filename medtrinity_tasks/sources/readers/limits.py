@@ -26,9 +26,9 @@ FLOAT32_BYTES = 4
 class InputLimits:
     """The three size settings, as readers take them (the stages pass their ``Settings``' values)."""
 
-    max_voxels: int = Settings.max_voxels
-    max_decoded_mb: int = Settings.max_decoded_mb
-    max_image_pixels: int = Settings.max_image_pixels
+    max_voxels: int = Settings.model_fields["max_voxels"].default
+    max_decoded_mb: int = Settings.model_fields["max_decoded_mb"].default
+    max_image_pixels: int = Settings.model_fields["max_image_pixels"].default
 
     @classmethod
     def of(cls, settings: Settings) -> InputLimits:
