@@ -161,19 +161,22 @@ def attribute(ds, keyword: str, default=None):
 
 
 @functools.cache
-def top_level_tags() -> list:
+def _top_level_tags() -> list:
+    """The allow-listed top-level keywords as tags, for ``dcmread(specific_tags=...)``."""
     from pydicom.tag import Tag
 
     return [Tag(keyword) for keyword in _TOP_LEVEL]
 
 
 def read_dataset(path: Path, *, pixels: bool, limits: InputLimits = DEFAULT_LIMITS):
+    """A file's allow-listed top-level elements, its pixel data included only with ``pixels``; a deflated file is
+    first checked against the limits."""
     import pydicom  # lazy: heavy import
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on odd values; we validate what we use
         _check_inflated_size(path, limits)
-        return pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=top_level_tags())
+        return pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=_top_level_tags())
 
 
 def _check_inflated_size(path: Path, limits: InputLimits) -> None:
@@ -268,7 +271,7 @@ def unreadable_reason(path: Path, exc: Exception) -> str:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                forced = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=top_level_tags())
+                forced = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_top_level_tags())
             if attribute(forced, "SOPClassUID") and str(attribute(forced, "SOPClassUID")).startswith("1.2.840.10008."):
                 return (
                     "DICOM dataset without file meta (no preamble, 'DICM' prefix or transfer syntax): "
