@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medtrinity_tasks.preprocess.images import decode_png
-from medtrinity_tasks.roi.descriptors import RING_PIXELS, surrounding_ring
+from medtrinity_tasks.roi.descriptors import ring_window, surrounding_ring
 from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
@@ -76,11 +76,7 @@ class AnnotationRois(Stage):
 
     def roi(self, row: dict, label, mask, labels: np.ndarray, pixels: np.ndarray, organ_values, organs, frame):
         """A labelled component; a lesion's organ is the organ label that surrounds it most."""
-        ys, xs = np.nonzero(mask)
-        window = np.s_[
-            max(ys.min() - RING_PIXELS, 0) : ys.max() + RING_PIXELS + 1,
-            max(xs.min() - RING_PIXELS, 0) : xs.max() + RING_PIXELS + 1,
-        ]
+        window = ring_window(*np.nonzero(mask))
         ring = surrounding_ring(mask[window])
         around = [organ_values[v] for v in labels[window][ring].tolist() if v in organ_values]
         if label.kind == "organ":

@@ -44,17 +44,33 @@ def surrounding_ring(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=RING_PIXELS) & ~mask
 
 
+def region_edge(mask: np.ndarray) -> np.ndarray:
+    """The region's pixels with a 4-neighbour outside it (the image border counts as outside)."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def ring_window(rows: np.ndarray, cols: np.ndarray) -> tuple[slice, slice]:
+    """The region's box (from its pixels' ``rows`` and ``cols``) widened by ``RING_PIXELS``: the region
+    and its ring lie within it, so the words are measured on that window rather than the whole image."""
+    return np.s_[
+        max(rows.min() - RING_PIXELS, 0) : rows.max() + RING_PIXELS + 1,
+        max(cols.min() - RING_PIXELS, 0) : cols.max() + RING_PIXELS + 1,
+    ]
+
+
 def _grey(pixels: np.ndarray) -> np.ndarray:
     """One grey level per pixel: colour images are averaged over their channels."""
     grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels
     return grey.astype(np.float64)
 
 
-def _axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float]:
-    """Full major and minor axis lengths of the equivalent ellipse (4 * sqrt of the eigenvalues of the
-    coordinate covariance), in the units of ``spacing``. Coordinates are scaled before the analysis,
-    so anisotropic pixels give the physical shape. An axis is never shorter than one pixel seen along
-    it: a one-pixel-thick line has a thickness, and a single pixel measures one pixel each way."""
+def region_axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float]:
+    """Major and minor axis lengths of the region's equivalent ellipse (4 * sqrt of the eigenvalues of
+    the coordinate covariance), in the units of ``spacing`` (pixels by default): for a disk both equal
+    its diameter, so sizes read like a radiologist's two perpendicular diameters. Coordinates are
+    scaled before the analysis, so anisotropic pixels give the physical shape. An axis is never
+    shorter than one pixel seen along it: a one-pixel-thick line has a thickness, and a single pixel
+    measures one pixel each way."""
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         raise ValueError("the region is empty")
@@ -76,12 +92,6 @@ def _spacing_pair(spacing_mm: list[float] | None) -> tuple[float, float] | None:
     return float(spacing_mm[0]), float(spacing_mm[1])
 
 
-def region_axes(mask: np.ndarray) -> tuple[float, float]:
-    """Major and minor axis lengths in pixels, as the full lengths of the region's equivalent ellipse:
-    for a disk both equal its diameter, so sizes read like a radiologist's two perpendicular diameters."""
-    return _axes(mask)
-
-
 def _mm(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -91,16 +101,16 @@ def describe_size(mask: np.ndarray, spacing_mm: list[float] | None) -> tuple[str
     pixel count is no size. Whole mm from 10 mm up, one decimal below, where a millimetre matters."""
     spacing = _spacing_pair(spacing_mm)
     if spacing is None:
-        major, minor = _axes(mask)
+        major, minor = region_axes(mask)
         return f"about {major:.0f} x {minor:.0f} pixels", None
-    major, minor = _axes(mask, spacing)
+    major, minor = region_axes(mask, spacing)
     return f"about {_mm(major)} x {_mm(minor)} mm", [round(major, 1), round(minor, 1)]
 
 
 def solidity(mask: np.ndarray) -> float:
     """Region area over the area of its convex hull, both counting pixels as unit squares (the hull
     spans the pixels' corners), so a filled rectangle is exactly 1."""
-    rows, cols = np.nonzero(mask & ~ndimage.binary_erosion(mask))  # the hull only touches the edge
+    rows, cols = np.nonzero(region_edge(mask))  # the hull only touches the edge
     corners = np.unique(
         np.concatenate([np.column_stack([rows + dr, cols + dc]) for dr in (0, 1) for dc in (0, 1)]), axis=0
     )
@@ -115,7 +125,7 @@ def describe_shape(mask: np.ndarray, spacing_mm: list[float] | None = None) -> s
         return "too small to characterise"
     if solidity(mask) < SOLIDITY_IRREGULAR:
         return "irregular"
-    major, minor = _axes(mask, _spacing_pair(spacing_mm) or (1.0, 1.0))
+    major, minor = region_axes(mask, _spacing_pair(spacing_mm) or (1.0, 1.0))
     ratio = minor / major
     if ratio >= ROUND_RATIO:
         return "round"
@@ -128,7 +138,7 @@ def margin_sharpness(grey: np.ndarray, mask: np.ndarray) -> tuple[float, float] 
     contrast in one pixel (1.0); a blurred one spreads it over several (small). None when nothing
     surrounds the region."""
     grey = _grey(grey)
-    edge = mask & ~ndimage.binary_erosion(mask)
+    edge = region_edge(mask)
     outside = ndimage.binary_dilation(mask) & ~mask
     ring = surrounding_ring(mask)
     if not outside.any() or not ring.any():

@@ -9,6 +9,7 @@ import io
 import numpy as np
 
 from medtrinity_tasks.roi import rle
+from medtrinity_tasks.roi.descriptors import region_edge
 
 PALETTE = ((255, 48, 48), (48, 200, 255), (255, 200, 0), (120, 255, 64), (255, 64, 255), (255, 140, 0))
 MASK_ALPHA = 0.35
@@ -16,13 +17,6 @@ MASK_ALPHA = 0.35
 
 def roi_colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
-
-
-def _edge(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask (the image border counts as outside)."""
-    padded = np.pad(mask, 1, constant_values=False)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
 
 
 def draw_rois(png: bytes, rois: list[dict]) -> bytes:
@@ -38,7 +32,7 @@ def draw_rois(png: bytes, rois: list[dict]) -> bytes:
         if mask_rle and list(mask_rle["size"]) == [height, width]:
             mask = rle.decode(mask_rle)
             image[mask] = (1 - MASK_ALPHA) * image[mask] + MASK_ALPHA * colour
-            image[_edge(mask)] = colour
+            image[region_edge(mask)] = colour
     canvas = Image.fromarray(image.round().astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for index, roi in enumerate(rois):

@@ -11,11 +11,11 @@ import numpy as np
 
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.descriptors import (
-    RING_PIXELS,
     describe_margin,
     describe_shape,
     describe_size,
     describe_texture,
+    ring_window,
     surrounding_ring,
 )
 from medtrinity_tasks.roi.location import describe_location, image_location
@@ -131,11 +131,7 @@ def describe_region(
     if not xs.size:
         not_measurable = "not measurable: the box lies outside the image"
         return dict(roi, texture=not_measurable, size=not_measurable, size_mm=None, shape=None, margin=None)
-    # the ring around the region lies within RING_PIXELS of its box: work on that window only
-    window = np.s_[
-        max(ys.min() - RING_PIXELS, 0) : ys.max() + RING_PIXELS + 1,
-        max(xs.min() - RING_PIXELS, 0) : xs.max() + RING_PIXELS + 1,
-    ]
+    window = ring_window(ys, xs)
     local, grey = mask[window], pixels[window]
     size, size_mm = describe_size(local, row.get("spacing_mm"))
     return dict(
