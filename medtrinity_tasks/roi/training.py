@@ -1,6 +1,6 @@
-"""The sample expert: a small MONAI U-Net the project trains on its own synthetic CT source and
-saves as a MONAI bundle, so that the demo and the tests run real inference through the same
-bundle loader as production experts.
+"""The sample expert: a small MONAI U-Net the project trains on its synthetic abdominal CT phantoms
+(the ``synthetic_ct_abdomen`` sample source) and saves as a MONAI bundle, so that the demo and the
+tests run real inference through the same bundle loader as production experts.
 
 Training data are the pipeline's own records (slices, windowing and resizing exactly as the expert
 will later see them), with the annotated lesions as targets. Phantom cases 0-7 train it; the
@@ -37,8 +37,8 @@ VERSION = "1.0.0"
 
 
 def sample_slices(cases: int = 8, first_case: int = 0, seed: int = 7) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """(images [N, 1, H, W] in 0..1, label maps [N, H, W], records) of the synthetic CT source's
-    pipeline records for phantom cases ``first_case`` onwards."""
+    """(images [N, 1, H, W] in 0..1, label maps [N, H, W], records) of the ``synthetic_ct_abdomen``
+    source's pipeline records for phantom cases ``first_case`` onwards."""
     from medtrinity_tasks.preprocess.slicing import VolumeSlicer
     from medtrinity_tasks.roi.annotations import AnnotationRois
     from medtrinity_tasks.sources.catalog import get_source
@@ -112,7 +112,8 @@ def write_bundle(out: Path, state_dict: dict, training_slices: int, steps: int) 
         "name": SAMPLE_EXPERT,
         "version": VERSION,
         "changelog": {VERSION: "trained by `medtrinity experts train-sample`"},
-        "task": "Segmentation of liver tumours and renal cysts on axial slices of the synthetic CT sample source",
+        "task": "Segmentation of liver tumours and renal cysts on axial slices of the synthetic_ct_abdomen "
+        "sample source",
         "description": "A small 2D U-Net trained on SYNTHETIC phantoms for pipeline demos and tests; "
         "not a medical model and not for use on patient data.",
         "authors": "medtrinity pipeline",
