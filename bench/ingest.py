@@ -90,14 +90,11 @@ for _name in (
 
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.pipeline import (
-    gate_source,
-    plan_shards,
-    process_shard,
-    publish_source,
-)
 from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
 from medtrinity_tasks.preprocess.slicing import choose_slices, display_view
+from medtrinity_tasks.run.plan import plan_shards
+from medtrinity_tasks.run.publish import gate_source, publish_source
+from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.readers import read_nifti
 from medtrinity_tasks.sources.samples import write_ct_abdomen, write_ct_dicom

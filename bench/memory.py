@@ -31,7 +31,7 @@ SIZE = (1024, 768)
 
 CHILD = """
 import json, resource, sys
-from medtrinity_tasks.pipeline import run_source
+from medtrinity_tasks.run.local import run_source
 result = run_source("synthetic_dermoscopy", progress=lambda line: None)
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_mb": peak_kb / 1024, "counts": result["counts"]}))

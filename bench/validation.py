@@ -65,7 +65,9 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from medtrinity_tasks.config import load_settings  # noqa: E402
 from medtrinity_tasks.knowledge.index import index_corpus  # noqa: E402
-from medtrinity_tasks.pipeline import gate_source, plan_shards, process_shard, publish_source  # noqa: E402
+from medtrinity_tasks.run.plan import plan_shards  # noqa: E402
+from medtrinity_tasks.run.publish import gate_source, publish_source  # noqa: E402
+from medtrinity_tasks.run.shard import process_shard  # noqa: E402
 from medtrinity_tasks.sources.samples import SAMPLE_SOURCES  # noqa: E402
 from medtrinity_tasks.stages.ray_runner import ensure_ray  # noqa: E402
 from medtrinity_tasks.validation.consistency import catalog_vocabulary  # noqa: E402

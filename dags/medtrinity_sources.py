@@ -1,6 +1,6 @@
 """One DAG per catalogued source: plan -> process (mapped over shards) -> gate -> publish.
 
-This file only wires tasks. The work lives in ``medtrinity_tasks.pipeline``, imported inside the
+This file only wires tasks. The work lives in ``medtrinity_tasks.run``, imported inside the
 tasks, so parsing this file reads the YAML catalog and nothing heavier. Adding a YAML file to the
 catalog is all it takes for a source to get its DAG.
 """
@@ -12,11 +12,11 @@ from datetime import datetime
 from airflow.sdk import Param, dag, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
 
-from medtrinity_tasks.assets import source_asset
+from medtrinity_tasks.airflow_glue.assets import source_asset
+from medtrinity_tasks.airflow_glue.defaults import task_defaults
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import SourceNotFound
 from medtrinity_tasks.generation import ENGINES
-from medtrinity_tasks.monitoring import task_defaults
 from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
@@ -79,7 +79,7 @@ task was killed before it could.
         @setup  # plan and summary bracket the run; a failing summary never changes the run's state
         @task
         def plan() -> list[dict]:
-            from medtrinity_tasks.pipeline import plan_shards
+            from medtrinity_tasks.run.plan import plan_shards
 
             context = get_current_context()
             params = context["params"]
@@ -105,29 +105,29 @@ task was killed before it could.
 
         @task(map_index_template="{{ shard_id }}", max_active_tis_per_dagrun=settings.parallel_shards, pool=pool)
         def process(shard: dict) -> dict:
-            from medtrinity_tasks.pipeline import process_shard
+            from medtrinity_tasks.run.shard import process_shard
 
             get_current_context()["shard_id"] = shard["shard_id"]
             return process_shard(shard)
 
         @task(retries=0)  # a quality verdict does not change on retry
         def gate(summaries: list[dict], shards: list[dict]) -> dict:
-            from medtrinity_tasks.pipeline import gate_source
+            from medtrinity_tasks.run.publish import gate_source
 
             # summaries[:] fetches all mapped results in one request; iterating probes past the end
             return gate_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None)
 
         @task(outlets=[source_asset(entry.id)])
         def publish(verdict: dict, summaries: list[dict], shards: list[dict]) -> dict:
-            from medtrinity_tasks.pipeline import publish_source
+            from medtrinity_tasks.run.publish import publish_source
 
             return publish_source(entry.id, list(summaries[:]), shards[0]["output_uri"] if shards else None, verdict)
 
         @teardown  # runs once the work is done, failed or not: it says why, and ends the run's lease
         @task(retries=0)
         def summary(shards: list[dict]) -> dict:
-            from medtrinity_tasks.monitoring import record_unfinished_shards
-            from medtrinity_tasks.pipeline import summarise_run
+            from medtrinity_tasks.airflow_glue.failures import record_unfinished_shards
+            from medtrinity_tasks.run.publish import summarise_run
             from medtrinity_tasks.storage.lease import release_quietly
 
             if not shards:

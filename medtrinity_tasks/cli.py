@@ -84,7 +84,7 @@ def _sources_unpack(args) -> int:
 
 
 def _run(args) -> None:
-    from medtrinity_tasks.pipeline import run_source
+    from medtrinity_tasks.run.local import run_source
 
     result = run_source(
         args.source_id, args.out, limit=args.limit, shard_size=args.shard_size, force=args.force, engine=args.engine,
@@ -163,7 +163,12 @@ def _show(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medtrinity", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_samples, _add_sources, _add_run, _add_experts, _add_knowledge, _add_show):
+        add_command(commands)
+    return parser
 
+
+def _add_samples(commands) -> None:
     samples = commands.add_parser("samples", help="write the synthetic sample sources")
     samples.add_argument("--out", help="directory (default: MEDTRINITY_SAMPLES_DIR or data/samples)")
     samples.add_argument("--source", action="append", choices=sorted(SAMPLE_SOURCE_IDS), help="only this one")
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--with-bad-inputs", action="store_true", help="add four broken inputs, to see rejects")
     samples.set_defaults(func=_samples)
 
+
+def _add_sources(commands) -> None:
     sources = commands.add_parser("sources", help="the source catalog").add_subparsers(dest="action", required=True)
     listing = sources.add_parser("list", help="catalog sources, whether they are staged; invalid entries (exit 1)")
     listing.set_defaults(func=_sources_list)
@@ -184,13 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     unpack.add_argument("archives", nargs="+", help="tar (any compression) or zip files")
     unpack.set_defaults(func=_sources_unpack)
 
+
+def _add_run(commands) -> None:
     run = commands.add_parser("run", help="run one source on Ray, without Airflow")
     run.add_argument("source_id")
     run.add_argument(
         "--out", help="output URI: a path or s3://bucket/prefix (default: MEDTRINITY_OUTPUT or data/output)"
     )
     run.add_argument("--limit", type=int, help="use only the first N inputs")
-    run.add_argument("--shard-size", type=int, help="inputs per shard (default: MEDTRINITY_SHARD_SIZE or 4)")
+    default_size = load_settings({}).shard_size  # the setting's own default, whatever the environment says
+    run.add_argument(
+        "--shard-size", type=int, help=f"inputs per shard (default: MEDTRINITY_SHARD_SIZE or {default_size})"
+    )
     run.add_argument("--force", action="store_true", help="redo shards that are already finished")
     run.add_argument("--engine", choices=ENGINES, default="template", help="what writes the descriptions")
     run.add_argument(
@@ -200,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.set_defaults(func=_run)
 
+
+def _add_experts(commands) -> None:
     experts = commands.add_parser("experts", help="ROI expert models").add_subparsers(dest="action", required=True)
     train = experts.add_parser(
         "train-sample", help="train the sample expert on the synthetic CT source and save it as a MONAI bundle"
@@ -208,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
     train.set_defaults(func=_experts_train_sample)
 
+
+def _add_knowledge(commands) -> None:
     knowledge = commands.add_parser("knowledge", help="the medical knowledge base (Qdrant)").add_subparsers(
         dest="action", required=True
     )
@@ -223,12 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
     find.set_defaults(func=_knowledge_search)
 
+
+def _add_show(commands) -> None:
     show = commands.add_parser("show", help="summarise a source's published manifest")
     show.add_argument("source_id")
     show.add_argument("--out", help="output URI the source was written to")
     show.add_argument("--json", action="store_true", help="also print the whole manifest")
     show.set_defaults(func=_show)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
