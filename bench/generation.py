@@ -47,14 +47,15 @@ def main() -> None:
     from medtrinity_tasks.generation.openai_engine import OpenAIDescription, response_format
     from medtrinity_tasks.generation.prompt import render
     from medtrinity_tasks.knowledge.index import DEMO_CORPUS
-    from tests.test_openai_engine import rows, start_llama_server
+    from tests.support.records import engine_rows
+    from tests.support.servers import start_llama_server
 
     tmp = Path(tempfile.mkdtemp(prefix="medtrinity-bench-generation-"))
     server, url, _ = start_llama_server(gguf.assemble(tmp / gguf.MODEL_NAME), tmp)
     try:
         passages = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines()[1:6]]
         knowledge = [{"id": p["id"], "title": p["title"], "text": p["content"], "score": 1.0} for p in passages]
-        records = [dict(row, knowledge=knowledge) for row in rows(RECORDS)]
+        records = [dict(row, knowledge=knowledge) for row in engine_rows(RECORDS)]
         settings = replace(
             load_settings(),
             llm_url=url,

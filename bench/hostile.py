@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq
 
-from tests.hostile import (
+from tests.support.hostile import (
     corpus_env,
     escaped_records,
     leaked_secrets,
