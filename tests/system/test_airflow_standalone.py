@@ -328,8 +328,9 @@ def test_standalone_runs_source_dag_and_the_dataset_dag_follows_its_asset(standa
 def test_dataset_browser_in_the_airflow_ui_behind_its_login(standalone):
     """Log in on Airflow's own page in headless Chromium, open the plugin's entry in the UI's
     navigation, and see a sample image with its ROI drawn; a screenshot is kept as an artifact."""
-    from medtrinity_tasks.browser.overlay import roi_colour
     from playwright.sync_api import sync_playwright
+
+    from medtrinity_tasks.roi.overlay import roi_colour
 
     chromium = os.environ.get("MEDTRINITY_CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium).is_file():

@@ -7,12 +7,12 @@ import re
 
 import numpy as np
 import pytest
-from medtrinity_tasks.browser.overlay import roi_colour
 from medtrinity_tasks.monitoring import failure_key
 from PIL import Image
 
 from medtrinity_tasks.browser import views
 from medtrinity_tasks.roi import rle
+from medtrinity_tasks.roi.overlay import roi_colour
 from medtrinity_tasks.storage import LocalStore
 from tests.support.servers import airflow_in_process
 

@@ -1,14 +1,12 @@
-"""The dataset browser's pages and ROI overlays over a real output store. Airflow's login in front of
-it is tested against `airflow standalone` in a real browser (tests/test_airflow_standalone.py); here
-the app's auth dependency is replaced, and only its refusal without a token is checked."""
+"""ROIs drawn on their image: masks tinted and outlined, boxes framed, one colour per ROI."""
 
 import io
 
 import numpy as np
-from medtrinity_tasks.browser.overlay import MASK_ALPHA, draw_rois, roi_colour
 from PIL import Image
 
 from medtrinity_tasks.roi import rle
+from medtrinity_tasks.roi.overlay import MASK_ALPHA, draw_rois, roi_colour
 
 
 def _png(array: np.ndarray) -> bytes:
