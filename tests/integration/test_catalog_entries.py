@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from medtrinity_tasks.pipeline import run_source
 from PIL import Image
 
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.catalog import get_source, load_catalog
 from medtrinity_tasks.storage.shards import manifest_key
 from medtrinity_tasks.storage.store import LocalStore

@@ -4,8 +4,9 @@ import json
 import logging
 
 import pyarrow.parquet as pq
-from medtrinity_tasks.pipeline import plan_shards, run_source
 
+from medtrinity_tasks.run.local import run_source
+from medtrinity_tasks.run.plan import plan_shards
 from medtrinity_tasks.sources.samples import BAD_DICOM, FAKE_PHI
 
 SOURCE = "synthetic_ct_dicom"

@@ -3,8 +3,6 @@ registry, and the expert stage, in process and on a Ray actor pool, with failure
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from medtrinity_tasks.config import load_settings
@@ -39,7 +37,7 @@ def test_a_failing_batch_on_the_actor_pool_is_quarantined_and_nothing_is_lost(he
     from medtrinity_tasks.stages.ray_runner import run_ray
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors cannot import a test module
-    settings = replace(load_settings(), ray_num_cpus=2, expert_actors=2, expert_batch_size=2)
+    settings = load_settings().with_changes(ray_num_cpus=2, expert_actors=2, expert_batch_size=2)
     source = get_source("synthetic_ct_abdomen")
     expert = FailingExpert(source, expert_for(source, settings), settings)
     rows = expert_rows(held_out, 6)

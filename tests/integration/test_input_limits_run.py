@@ -16,13 +16,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import yaml
-from medtrinity_tasks.pipeline import run_source
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
 from medtrinity_tasks.config import load_settings
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.samples import write_pathology_tiles
 from medtrinity_tasks.storage.shards import manifest_key

@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 import yaml
-from medtrinity_tasks.pipeline import run_source
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.catalog import catalog_problems, get_source, load_catalog
 
 NNUNET_ENTRY = {

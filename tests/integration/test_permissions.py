@@ -22,7 +22,7 @@ try:
 except PermissionError:
     pass
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.pipeline import build_stages
+from medtrinity_tasks.run.pipeline import build_stages
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.stages import run_inprocess

@@ -5,10 +5,13 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from medtrinity_tasks.pipeline import build_stages, plan_shards, process_shard, run_source
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import KnowledgeUnavailable, SourceNotFound, StoreUnavailable
+from medtrinity_tasks.run.local import run_source
+from medtrinity_tasks.run.pipeline import build_stages
+from medtrinity_tasks.run.plan import plan_shards
+from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.samples import UNLABELLED_CASES
 from medtrinity_tasks.storage.shards import manifest_key, shard_key

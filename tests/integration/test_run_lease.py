@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
-from medtrinity_tasks.pipeline import plan_shards, process_shard, run_source
 
-from medtrinity_tasks import pipeline
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.run import local
+from medtrinity_tasks.run.local import run_source
+from medtrinity_tasks.run.plan import plan_shards
+from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.storage import LocalStore
 from medtrinity_tasks.storage import lease as leases
 from medtrinity_tasks.storage.lease import LeaseHeld, LeaseLost, lease_key
@@ -145,8 +147,8 @@ def test_the_end_of_a_run_releases_the_lease_whether_it_succeeds_or_fails(out, m
             raise MedtrinityError("shard task failed")
         return real_process_shard(shard)
 
-    real_process_shard = pipeline.process_shard
-    monkeypatch.setattr(pipeline, "process_shard", dies_on_the_second_shard)
+    real_process_shard = local.process_shard
+    monkeypatch.setattr(local, "process_shard", dies_on_the_second_shard)
     with pytest.raises(MedtrinityError, match="shard task failed"):
         run_source(SOURCE, shard_size=4, progress=lambda line: None)
     assert not out.exists(lease_key(SOURCE))  # released by run_source for the failed run
@@ -182,11 +184,11 @@ def test_replanning_with_other_shard_sizes_never_publishes_a_record_twice_even_a
             raise RuntimeError("killed")
         return real_process_shard(shard)
 
-    real_process_shard = pipeline.process_shard
-    monkeypatch.setattr(pipeline, "process_shard", crashes_after_one_shard)
+    real_process_shard = local.process_shard
+    monkeypatch.setattr(local, "process_shard", crashes_after_one_shard)
     with pytest.raises(RuntimeError, match="killed"):
         run_source(SOURCE, shard_size=2, progress=lambda line: None)
-    monkeypatch.setattr(pipeline, "process_shard", real_process_shard)
+    monkeypatch.setattr(local, "process_shard", real_process_shard)
     crashed = _published_ids(out)
     assert len(crashed) == len(set(crashed)) and set(crashed) < set(ids)  # only the new shard-00000
     assert not out.exists(manifest_key(SOURCE))  # it named shards that are gone

@@ -2,8 +2,8 @@
 
 import pyarrow.parquet as pq
 import pytest
-from medtrinity_tasks.pipeline import run_source
 
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.samples import BAD_CHEST_XRAY, BAD_TILES
 from medtrinity_tasks.storage.shards import manifest_key
 from medtrinity_tasks.storage.store import LocalStore
@@ -150,7 +150,7 @@ def test_question_answer_pairs_are_kept_as_reference_text(samples_dir, inprocess
 
 
 def test_inputs_the_listing_rejects_take_no_shard(samples_dir, inprocess):
-    from medtrinity_tasks.pipeline import plan_shards
+    from medtrinity_tasks.run.plan import plan_shards
 
     shards = plan_shards("synthetic_chest_xray")
     planned = {key for shard in shards for key in shard["inputs"]}

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 import yaml
-from medtrinity_tasks.pipeline import run_source
 
 from medtrinity_tasks.backfill import build_status
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.storage import LocalStore
 from medtrinity_tasks.storage.shards import manifest_key

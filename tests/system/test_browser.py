@@ -7,13 +7,13 @@ import re
 
 import numpy as np
 import pytest
-from medtrinity_tasks.monitoring import failure_key
 from PIL import Image
 
 from medtrinity_tasks.browser import views
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.overlay import roi_colour
 from medtrinity_tasks.storage import LocalStore
+from medtrinity_tasks.storage.shards import failure_key
 from tests.support.servers import airflow_in_process
 
 
@@ -21,7 +21,7 @@ from tests.support.servers import airflow_in_process
 def published(settings_env, monkeypatch):
     """Two sample sources published in small shards: boxes with one quarantined record (radiographs)
     and masks (dermoscopy)."""
-    from medtrinity_tasks.pipeline import run_source
+    from medtrinity_tasks.run.local import run_source
 
     monkeypatch.setenv("MEDTRINITY_RUNNER", "inprocess")
     for source_id in ("synthetic_chest_xray", "synthetic_dermoscopy"):

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 import yaml
-from medtrinity_tasks.pipeline import run_source
 
 from medtrinity_tasks.dataset import build_dataset
+from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.storage import LocalStore
 from tests.support.servers import BIN, airflow_env, airflow_in_process
 

@@ -17,7 +17,8 @@ def test_a_run_with_the_judge_on_llama_cpp_scores_or_quarantines_every_record(
     monkeypatch,
 ):
     import pyarrow.parquet as pq
-    from medtrinity_tasks.pipeline import run_source
+
+    from medtrinity_tasks.run.local import run_source
 
     server, url, _ = start_llama_server(gemma_model, tmp_path)
     for key, value in {
@@ -33,7 +34,7 @@ def test_a_run_with_the_judge_on_llama_cpp_scores_or_quarantines_every_record(
     try:
         result = run_source("synthetic_dermoscopy", engine="template", progress=lambda line: None)
     except Exception as exc:  # a tiny model may fail the gate: the accounting must still hold
-        from medtrinity_tasks.pipeline import GateFailed
+        from medtrinity_tasks.run.publish import GateFailed
 
         assert isinstance(exc, GateFailed), exc
         result = None

@@ -5,15 +5,15 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from medtrinity_tasks.monitoring import (
-    failure_key,
+
+from medtrinity_tasks.airflow_glue.failures import (
     failure_record,
     record_failure,
     record_unfinished_shards,
     without_paths,
 )
-
 from medtrinity_tasks.storage import LocalStore
+from medtrinity_tasks.storage.shards import failure_key
 from tests.support.servers import airflow_in_process
 
 
@@ -43,7 +43,7 @@ def _context(tmp_path, error: Exception, map_index: int = 3, output_uri: str | N
 def test_failure_record_is_written_to_the_store_and_the_log(tmp_path, caplog):
     error = OSError("[Errno 21] Is a directory: '/data/Doe_Jane_PHI-12345/CT_00/series/IM0001.dcm'")
     context = _context(tmp_path, error)
-    with caplog.at_level(logging.ERROR, logger="medtrinity_tasks.monitoring"):
+    with caplog.at_level(logging.ERROR, logger="medtrinity_tasks.airflow_glue.failures"):
         record_failure(context)
     store = LocalStore(tmp_path / "out")
     (key,) = store.list("sources/synthetic_ct_dicom/failures/")
@@ -59,7 +59,7 @@ def test_failure_record_is_written_to_the_store_and_the_log(tmp_path, caplog):
 
 def test_a_failing_callback_never_raises(tmp_path, caplog):
     (blocked := tmp_path / "blocked").write_text("a file where the output directory should be")
-    with caplog.at_level(logging.ERROR, logger="medtrinity_tasks.monitoring"):
+    with caplog.at_level(logging.ERROR, logger="medtrinity_tasks.airflow_glue.failures"):
         record_failure(_context(tmp_path, ValueError("boom"), output_uri=str(blocked / "out")))
     assert "could not write the failure record" in caplog.text
     assert "the task's own error is above" in caplog.text
@@ -106,7 +106,7 @@ def test_log_url_comes_from_airflows_configured_base_url(tmp_path, airflow_confi
 def test_the_summary_records_each_shard_killed_before_it_could(tmp_path):
     """A shard task killed hard (SIGKILL, out of memory) runs no failure callback: the summary, which
     finds the shard unfinished, writes its record, unless the shard has one of this run already."""
-    from medtrinity_tasks.pipeline import summarise_run
+    from medtrinity_tasks.run.publish import summarise_run
 
     out = str(tmp_path / "out")
     shards = ["shard-00000", "shard-00001", "shard-00002", "shard-00003"]

@@ -63,7 +63,9 @@ def test_the_openai_engine_describes_records_through_llama_cpp_inside_ray(llama_
 def test_stopping_the_server_mid_run_quarantines_the_rest_and_the_accounts_balance(
     gemma_model, settings_env, tmp_path, monkeypatch
 ):
-    from medtrinity_tasks.pipeline import GateFailed, plan_shards, run_source, summarise_run
+    from medtrinity_tasks.run.local import run_source
+    from medtrinity_tasks.run.plan import plan_shards
+    from medtrinity_tasks.run.publish import GateFailed, summarise_run
 
     server, url, log = start_llama_server(gemma_model, tmp_path)
     for key, value in {

@@ -612,8 +612,8 @@ def test_source_staged_on_s3_runs_from_a_local_mirror_kept_in_step(
     s3, moto_endpoint, aws_env, samples_dir, tmp_path, monkeypatch
 ):
     import yaml
-    from medtrinity_tasks.pipeline import run_source
 
+    from medtrinity_tasks.run.local import run_source
     from medtrinity_tasks.sources.samples import BAD_DERMOSCOPY
 
     bucket = _new_bucket(s3)

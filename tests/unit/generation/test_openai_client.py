@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -38,7 +37,7 @@ class FailingServer(BaseHTTPRequestHandler):
 def test_server_errors_are_retried_then_the_record_is_quarantined_and_the_batch_goes_on():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FailingServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings = replace(load_settings(), llm_url=f"http://127.0.0.1:{server.server_port}/v1", llm_retries=2)
+    settings = load_settings().with_changes(llm_url=f"http://127.0.0.1:{server.server_port}/v1", llm_retries=2)
     stage = OpenAIDescription(settings)
     stage.setup()
     try:
@@ -53,4 +52,4 @@ def test_server_errors_are_retried_then_the_record_is_quarantined_and_the_batch_
 def test_a_server_that_does_not_answer_is_a_one_line_error_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EngineUnavailable, match=f"no OpenAI-compatible server answers at {url}.*llama_cpp.server"):
-        check_server(replace(load_settings(), llm_url=url))
+        check_server(load_settings().with_changes(llm_url=url))

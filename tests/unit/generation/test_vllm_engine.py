@@ -52,9 +52,7 @@ def test_the_processor_config_follows_the_settings(tmp_path):
 
 
 def replace_image(settings, mode):
-    from dataclasses import replace
-
-    return replace(settings, prompt_image=mode)
+    return settings.with_changes(prompt_image=mode)
 
 
 def test_the_built_processor_runs_template_tokenizer_vllm_and_detokenizer_with_a_replica_per_setting(tmp_path):

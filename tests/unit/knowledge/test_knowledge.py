@@ -4,7 +4,6 @@ errors for an unreachable server or a mismatched collection, retrieval on Ray, a
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,7 @@ def test_a_collection_built_with_another_embedding_size_is_refused_with_what_to_
 def test_an_unreachable_server_and_a_missing_collection_are_one_line_errors(store):
     url = "http://127.0.0.1:9"
     with pytest.raises(KnowledgeUnavailable, match=f"Qdrant at {url} is not reachable.*start the server"):
-        with knowledge_client(replace(store, qdrant_url=url)):
+        with knowledge_client(store.with_changes(qdrant_url=url)):
             pass
     with pytest.raises(KnowledgeUnavailable, match="no knowledge collection 'medtrinity_knowledge' in the local store"):
         with knowledge_client(store):
@@ -144,4 +143,4 @@ def test_a_reader_waits_for_the_index_run_that_holds_the_local_store_then_says_s
 
 def test_a_missing_local_embedding_model_says_what_to_put_where(store, tmp_path):
     with pytest.raises(KnowledgeUnavailable, match=f"no sentence-embedding model at {tmp_path}.*config.json"):
-        DenseEncoder(replace(store, embedding_model=tmp_path))
+        DenseEncoder(store.with_changes(embedding_model=tmp_path))

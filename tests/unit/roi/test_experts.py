@@ -4,7 +4,6 @@ registry, and the expert stage, in process and on a Ray actor pool, with failure
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -95,11 +94,11 @@ def test_the_registry_picks_experts_by_modality_region_and_source(tmp_path):
     site = tmp_path / "experts.yaml"
     site.write_text("experts:\n  - name: x\n    kind: monai_bundle\n    modality: CT\n")
     with pytest.raises(MedtrinityError, match=f"expert registry {site} is invalid: .*bundle"):
-        load_registry(replace(settings, experts_file=site))
+        load_registry(settings.with_changes(experts_file=site))
 
 
 def test_a_missing_expert_bundle_fails_when_the_stage_is_built(tmp_path):
-    settings = replace(load_settings(), models_dir=tmp_path)
+    settings = load_settings().with_changes(models_dir=tmp_path)
     source = get_source("synthetic_ct_abdomen")
     with pytest.raises(ExpertUnavailable, match=f"no MONAI bundle at {tmp_path / SAMPLE_EXPERT}"):
         ExpertRois(source, expert_for(source, settings), settings)

@@ -138,8 +138,9 @@ def _opened_outside(place: Place, monkeypatch) -> list[Path]:
 def _process(source: SourceEntry) -> tuple[list[dict], dict[str, str]]:
     """Plan and process the source's shards in this process: (records passed or quarantined, reason
     by rejected input)."""
-    from medtrinity_tasks.pipeline import LISTING, plan_shards, process_shard
-
+    from medtrinity_tasks.run.accounting import LISTING
+    from medtrinity_tasks.run.plan import plan_shards
+    from medtrinity_tasks.run.shard import process_shard
     from medtrinity_tasks.storage.shards import quarantine_key, read_parquet, shard_key, work_key
     from medtrinity_tasks.storage.store import LocalStore
 

@@ -22,7 +22,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from medtrinity_tasks.pipeline import reason_kind
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
@@ -33,6 +32,7 @@ from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+from medtrinity_tasks.run.accounting import reason_kind
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers.dicom import read_dicom_image, read_series, scan
 from medtrinity_tasks.sources.readers.image2d import read_image

@@ -24,10 +24,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from medtrinity_tasks.pipeline import LISTING, build_stages, plan_shards, process_shard
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
+from medtrinity_tasks.run.accounting import LISTING
+from medtrinity_tasks.run.pipeline import build_stages
+from medtrinity_tasks.run.plan import plan_shards
+from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.sources.catalog import SourceEntry, get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.storage.shards import work_key

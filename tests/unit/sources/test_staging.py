@@ -12,7 +12,6 @@ import sys
 import tarfile
 import zipfile
 import zlib
-from dataclasses import replace
 
 import pytest
 
@@ -408,7 +407,7 @@ def test_member_count_and_total_size_limits_stop_the_unpack(destination, tmp_pat
         r"big.tar unpacks to more than 0.001 GiB \(MEDTRINITY_ARCHIVE_MAX_GB\): stopped at member 'b.bin' after 1.2 MiB"
     )
     with pytest.raises(MedtrinityError, match=message):
-        unpack(archive, destination / "big", replace(load_settings(), archive_max_gb=0.001))
+        unpack(archive, destination / "big", load_settings().with_changes(archive_max_gb=0.001))
     assert _files(destination / "big") == {"a.bin": 600 << 10}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -44,7 +43,7 @@ def test_the_judge_sees_the_facts_and_the_description_as_quoted_data():
 
 def test_an_unknown_judge_is_a_one_line_error():
     with pytest.raises(EngineUnavailable, match="MEDTRINITY_JUDGE must be openai or unset, got 'gpt'"):
-        JudgeDescriptions(replace(load_settings({}), judge="gpt"))
+        JudgeDescriptions(load_settings({}).with_changes(judge="gpt"))
 
 
 class ScoringServer(BaseHTTPRequestHandler):
@@ -72,7 +71,7 @@ class ScoringServer(BaseHTTPRequestHandler):
 def test_low_scores_quarantine_the_record_and_every_score_is_kept():
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScoringServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings = replace(load_settings({}), judge="openai", llm_url=f"http://127.0.0.1:{server.server_port}/v1")
+    settings = load_settings({}).with_changes(judge="openai", llm_url=f"http://127.0.0.1:{server.server_port}/v1")
     stage = JudgeDescriptions(settings)
     stage.setup()
     try:
