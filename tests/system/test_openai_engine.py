@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -33,8 +32,7 @@ def test_the_openai_engine_describes_records_through_llama_cpp_inside_ray(llama_
     from medtrinity_tasks.stages.ray_runner import run_ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    settings = replace(
-        load_settings(),
+    settings = load_settings().with_changes(
         llm_url=llama_server,
         llm_response_format="json_object",
         prompt_image="none",
