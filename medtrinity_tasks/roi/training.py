@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +47,12 @@ def sample_slices(cases: int = 8, first_case: int = 0, seed: int = 7) -> tuple[n
 
     with tempfile.TemporaryDirectory(prefix="medtrinity-expert-") as workdir:
         write_ct_abdomen(Path(workdir), cases=cases, seed=seed, first_case=first_case)
-        settings = replace(load_settings(), samples_dir=Path(workdir))
+        settings = load_settings().with_changes(samples_dir=Path(workdir))
         source = get_source("synthetic_ct_abdomen", settings)
-        rows = run_inprocess([VolumeSlicer(source, settings), AnnotationRois(source)], list_inputs(source, settings))
-    # annotated inputs only: the source's unlabelled test cases (imagesTs) have lesions but no targets
+        # annotated inputs only: the source's unlabelled test cases (imagesTs) have lesions but no targets,
+        # and without an expert after it the slicer rejects them
+        slicer = VolumeSlicer(source, settings, expert_follows=False)
+        rows = run_inprocess([slicer, AnnotationRois(source)], list_inputs(source, settings))
     rows = [r for r in rows if r.get("label_relpath") and not (r.get("reject_reason") or r.get("quarantine_reasons"))]
     images = np.stack([decode_png(row["image"]["bytes"]) for row in rows])[:, None].astype(np.float32) / 255.0
     labels = np.stack([target(row) for row in rows])
