@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.run.plan import plan_shards
-from medtrinity_tasks.sources.samples import BAD_DICOM, FAKE_PHI
+from medtrinity_tasks.sources.samples.dicom import BAD_DICOM, FAKE_PHI
 
 SOURCE = "synthetic_ct_dicom"
 

@@ -24,7 +24,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.run.local import run_source
 from medtrinity_tasks.sources.catalog import get_source
-from medtrinity_tasks.sources.samples import write_pathology_tiles
+from medtrinity_tasks.sources.samples.planar import write_pathology_tiles
 from medtrinity_tasks.storage.shards import manifest_key
 from medtrinity_tasks.storage.store import LocalStore
 from tests.support import dicom_fixtures as fx

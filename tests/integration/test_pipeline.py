@@ -13,7 +13,7 @@ from medtrinity_tasks.run.pipeline import build_stages
 from medtrinity_tasks.run.plan import plan_shards
 from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.sources.catalog import get_source
-from medtrinity_tasks.sources.samples import UNLABELLED_CASES
+from medtrinity_tasks.sources.samples.ct import UNLABELLED_CASES
 from medtrinity_tasks.storage.shards import manifest_key, shard_key
 from medtrinity_tasks.storage.store import LocalStore
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi.location import describe_location
 from medtrinity_tasks.run.local import run_source
-from medtrinity_tasks.sources.samples import BAD_DERMOSCOPY
+from medtrinity_tasks.sources.samples.planar import BAD_DERMOSCOPY
 from medtrinity_tasks.storage.shards import manifest_key
 from medtrinity_tasks.storage.store import LocalStore
 

@@ -20,7 +20,7 @@ def _slice_along(axis: str, relpath: str) -> list[dict]:
     rows = [
         {"source_id": source.id, "source_relpath": relpath, "label_relpath": relpath.replace("imagesTr", "labelsTr")}
     ]
-    return run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+    return run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
 
 
 def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_env):
@@ -33,7 +33,7 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
         {"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}
         for rel in truth
     ]
-    out = run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+    out = run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
     assert {t["orientation"] for t in truth.values()} == {"LPS", "RAS", "LAS", "RPI"}
     seen = set()
     for row in out:
@@ -57,7 +57,7 @@ def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(sample
     truth = {rel: t for rel, t in truth.items() if rel.startswith("imagesTs/")}
     rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": None} for rel in truth]
     stages = [
-        VolumeSlicer(source, settings),
+        VolumeSlicer(source, settings, expert_follows=True),
         AnnotationRois(source),
         ExpertRois(source, expert_for(source, settings), settings),
         DescribeRois(source, expert_for(source, settings)),
@@ -78,7 +78,7 @@ def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):
     truth = json.loads((samples_dir / "synthetic_ct_abdomen" / "ground_truth.json").read_text())
     rel = "imagesTr/phantom_001.nii.gz"
     rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}]
-    out = run_inprocess([VolumeSlicer(source, load_settings()), AnnotationRois(source)], rows)
+    out = run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
     widths_mm = [
         (roi["bbox_xyxy"][2] - roi["bbox_xyxy"][0]) * row["spacing_mm"][1]
         for row in out
@@ -113,12 +113,13 @@ def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acq
     from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
     from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
-    from medtrinity_tasks.sources import samples
     from medtrinity_tasks.sources.layouts import list_inputs
+    from medtrinity_tasks.sources.samples import dicom as samples
+    from medtrinity_tasks.sources.samples.phantom import case_affine, case_lesions, phantom
 
-    affine = samples._affine("LPS", 0, samples.DICOM_SHAPE, samples.DICOM_SPACING)
-    lesions = samples._lesions(0)
-    hu, _ = samples._phantom(affine, lesions, np.random.default_rng(0), samples.DICOM_SHAPE)
+    affine = case_affine("LPS", 0, samples.DICOM_SHAPE, samples.DICOM_SPACING)
+    lesions = case_lesions(0)
+    hu, _ = phantom(affine, lesions, np.random.default_rng(0), samples.DICOM_SHAPE)
     root = tmp_path / samples.DICOM_SOURCE_ID
     for acquisition in samples.DICOM_ACQUISITIONS:
         samples.save_series(root / acquisition, samples.ct_series(hu, affine, acquisition))
@@ -127,7 +128,7 @@ def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acq
     rows = list_inputs(source, settings)
     assert len(rows) == 3
     stages = [
-        DicomSeriesSlicer(source, settings),
+        DicomSeriesSlicer(source, settings, expert_follows=True),
         AnnotationRois(source),
         ExpertRois(source, expert_for(source, settings), settings),
         DescribeRois(source, expert_for(source, settings)),

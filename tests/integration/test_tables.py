@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medtrinity_tasks.run.local import run_source
-from medtrinity_tasks.sources.samples import BAD_CHEST_XRAY, BAD_TILES
+from medtrinity_tasks.sources.samples.planar import BAD_CHEST_XRAY, BAD_TILES
 from medtrinity_tasks.storage.shards import manifest_key
 from medtrinity_tasks.storage.store import LocalStore
 

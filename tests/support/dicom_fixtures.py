@@ -25,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medtrinity_tasks.sources.samples import ACQUISITION_AXES, DICOM_ACQUISITIONS, acquired_frames
+from medtrinity_tasks.sources.samples.dicom import ACQUISITION_AXES, DICOM_ACQUISITIONS, acquired_frames
 
 PHI = {
     "PatientName": "Doe^Jane",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medtrinity_tasks.sources.samples import UNLABELLED_CASES
+from medtrinity_tasks.sources.samples.ct import UNLABELLED_CASES
 from tests.support import SOURCE_ID
 from tests.support.servers import BIN, REPO, airflow_env, free_port
 

@@ -33,7 +33,7 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import StoreUnavailable
 from medtrinity_tasks.sources.catalog import CATALOG_DIR
-from medtrinity_tasks.sources.samples import UNLABELLED_CASES
+from medtrinity_tasks.sources.samples.ct import UNLABELLED_CASES
 from medtrinity_tasks.storage import LocalStore, S3Store, Store, open_store
 from tests.support.servers import AWS_LEAKS, DUMMY_AWS, free_port, isolated_aws_env, moto_server
 
@@ -614,7 +614,7 @@ def test_source_staged_on_s3_runs_from_a_local_mirror_kept_in_step(
     import yaml
 
     from medtrinity_tasks.run.local import run_source
-    from medtrinity_tasks.sources.samples import BAD_DERMOSCOPY
+    from medtrinity_tasks.sources.samples.planar import BAD_DERMOSCOPY
 
     bucket = _new_bucket(s3)
     staged = samples_dir / "synthetic_dermoscopy"

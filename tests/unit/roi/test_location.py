@@ -8,7 +8,7 @@ import pytest
 from medtrinity_tasks.preprocess.slicing import AXES, display_view
 from medtrinity_tasks.roi.location import describe_location
 from medtrinity_tasks.sources.catalog import get_source
-from medtrinity_tasks.sources.readers import read_nifti
+from medtrinity_tasks.sources.readers.nifti import read_nifti
 
 
 @pytest.mark.parametrize(

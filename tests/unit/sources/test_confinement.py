@@ -26,7 +26,8 @@ from PIL import Image
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import InputRejected, MedtrinityError
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.sources.layouts import BROKEN_LINK, LINK_LEADS_OUT, OUTSIDE, check_staged, confined, list_inputs
+from medtrinity_tasks.sources.confinement import BROKEN_LINK, LINK_LEADS_OUT, confined
+from medtrinity_tasks.sources.layouts import OUTSIDE, check_staged, list_inputs
 
 LEAVES = "path leaves the source directory"
 LABEL_OUT = f"its annotation: {LINK_LEADS_OUT}"
@@ -248,7 +249,7 @@ def test_the_volume_slicer_opens_files_only_inside(place):
     (root / "dataset.json").write_text(json.dumps({"training": [pair]}))
     source = _entry(place, "msd_swap", format="nifti", layout="msd", modality="CT", body_region="abdomen")
     (row,) = list_inputs(source, load_settings())
-    slicer = VolumeSlicer(source, load_settings())
+    slicer = VolumeSlicer(source, load_settings(), expert_follows=False)
     assert slicer([dict(row)])[0].get("id")  # read while the files are in place
     (root / "labelsTr" / "good.nii.gz").unlink()
     _link(root / "labelsTr" / "good.nii.gz", place.outside / "dir" / "seg.nii.gz")
@@ -317,11 +318,11 @@ def test_paired_files(place):
 
 
 def test_dicom_series_read_no_header_outside(place, monkeypatch):
-    from medtrinity_tasks.preprocess.deid import salt_for
 
     from medtrinity_tasks.phi import pseudonym
     from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
-    from medtrinity_tasks.sources.readers import dicom
+    from medtrinity_tasks.sources import dicom_listing
+    from medtrinity_tasks.sources.deid import salt_for
     from tests.support import dicom_fixtures as fx
 
     root = place.data / "dicom"
@@ -338,8 +339,10 @@ def test_dicom_series_read_no_header_outside(place, monkeypatch):
     _link(root / "ann" / "seg_out.dcm", place.outside / "seg.dcm")
     _link(root / "ann" / "seg_alias.dcm", "seg.dcm")
     scanned = []
-    real_scan = dicom.scan
-    monkeypatch.setattr(dicom, "scan", lambda paths, *limits: scanned.extend(paths) or real_scan(paths, *limits))
+    real_scan = dicom_listing.scan
+    monkeypatch.setattr(
+        dicom_listing, "scan", lambda paths, *limits: scanned.extend(paths) or real_scan(paths, *limits)
+    )
     labels = {1: {"name": "cube", "kind": "lesion", "organ": "liver", "disease": "liver tumour"}}
     source = _entry(
         place, "dicom", format="dicom", layout="series", modality="CT", body_region="abdomen", labels=labels
@@ -356,7 +359,7 @@ def test_dicom_series_read_no_header_outside(place, monkeypatch):
     assert rejects == {pseudonym(salt, p, "file"): LINK_LEADS_OUT for p in escaped}
 
     # a member file swapped for a link leading out after the listing: refused when opened
-    slicer = DicomSeriesSlicer(source, load_settings())
+    slicer = DicomSeriesSlicer(source, load_settings(), expert_follows=False)
     swapped = root / series["member_files"][3]
     swapped.unlink()
     _link(swapped, other[3])
@@ -402,7 +405,7 @@ def test_the_planar_loader_opens_files_only_inside(place):
 
     source = _image_mask_source(place)
     row = next(i for i in list_inputs(source, load_settings()) if i["source_relpath"] == "images/good.png")
-    loader = PlanarImageLoader(source, load_settings())
+    loader = PlanarImageLoader(source, load_settings(), expert_follows=False)
     assert loader([dict(row)])[0].get("id")
     mask = place.data / "masks" / "masks" / "good_mask.png"
     mask.unlink()

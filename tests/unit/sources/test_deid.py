@@ -1,12 +1,12 @@
 """De-identification end to end: DICOM files and folder names carry fake PHI; no output may."""
 
 import pytest
-from medtrinity_tasks.preprocess.deid import salt_for
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import MedtrinityError
 from medtrinity_tasks.phi import pseudonym
 from medtrinity_tasks.sources.catalog import get_source
+from medtrinity_tasks.sources.deid import salt_for
 
 SOURCE = "synthetic_ct_dicom"
 

@@ -28,15 +28,9 @@ from pydicom.uid import (
 )
 
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.sources.readers import dicom
-from medtrinity_tasks.sources.readers.dicom import (
-    ALLOWED_ATTRIBUTES,
-    DicomSeries,
-    read_rtstruct_labels,
-    read_seg_labels,
-    read_series,
-    scan,
-)
+from medtrinity_tasks.sources.readers.dicom.annotations import read_rtstruct_labels, read_seg_labels
+from medtrinity_tasks.sources.readers.dicom.header import ALLOWED_ATTRIBUTES, LABEL_MAP_SEG_STORAGE, read_dataset
+from medtrinity_tasks.sources.readers.dicom.series import DicomSeries, read_series, scan
 from tests.support import dicom_fixtures as fx
 
 EXPECTED = fx.ras(fx.phantom()).astype(np.float32)
@@ -194,7 +188,7 @@ def test_labelmap_seg(tmp_path):
     series = write_series(tmp_path / "image", datasets)
     grid = fx.box_mask(fx.CUBE, fx.BLOCK)
     seg = fx.seg(datasets, "coronal", grid, labelmap=True)
-    assert seg.SOPClassUID == dicom.LABEL_MAP_SEG_STORAGE and seg.SegmentationType == "LABELMAP"
+    assert seg.SOPClassUID == LABEL_MAP_SEG_STORAGE and seg.SegmentationType == "LABELMAP"
     seg.save_as(path := tmp_path / "labelmap.dcm")
     (series,), rejects = scan([*series.files, path])
     assert rejects == {} and series.segs == (path,)
@@ -377,7 +371,7 @@ def test_no_phi_leaves_the_reader(axial, tmp_path):
         ALLOWED_ATTRIBUTES
     )
     series, volume, datasets = axial
-    assert "PatientName" not in dicom._read(series.files[0], pixels=True)  # specific_tags: never parsed
+    assert "PatientName" not in read_dataset(series.files[0], pixels=True)  # specific_tags: never parsed
 
     seen: list[str] = []
     fx.seg(datasets, "axial", fx.box_mask(fx.CUBE)).save_as(seg := tmp_path / "seg.dcm")
@@ -405,7 +399,7 @@ def test_no_phi_leaves_the_reader(axial, tmp_path):
 
 def test_importing_the_reader_loads_no_heavy_library():
     code = (
-        "import sys, medtrinity_tasks.sources.readers.dicom; "
+        "import sys, medtrinity_tasks.sources.readers.dicom.inputs; "
         "print(sorted(m for m in ('pydicom', 'nibabel', 'PIL', 'highdicom') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

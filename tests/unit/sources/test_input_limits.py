@@ -34,7 +34,8 @@ from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.run.accounting import reason_kind
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.sources.readers.dicom import read_dicom_image, read_series, scan
+from medtrinity_tasks.sources.readers.dicom.image import read_dicom_image
+from medtrinity_tasks.sources.readers.dicom.series import read_series, scan
 from medtrinity_tasks.sources.readers.image2d import read_image
 from medtrinity_tasks.sources.readers.limits import InputLimits, error_detail
 from medtrinity_tasks.sources.readers.nifti import read_nifti
@@ -184,7 +185,9 @@ STAGE_CODE = """
     from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 
     entry = SourceEntry.model_validate(json.loads(sys.argv[1]))
-    stage = (VolumeSlicer if entry.format == "nifti" else PlanarImageLoader)(entry, load_settings())
+    stage = (VolumeSlicer if entry.format == "nifti" else PlanarImageLoader)(
+        entry, load_settings(), expert_follows=False
+    )
     (row,) = stage([{"source_relpath": sys.argv[2], "label_relpath": None}])
     print(row["reject_reason"])
 """
@@ -315,7 +318,8 @@ DICOM_CODE = """
     from pathlib import Path
     from medtrinity_tasks.config import load_settings
     from medtrinity_tasks.errors import InputRejected
-    from medtrinity_tasks.sources.readers.dicom import read_dicom_image, read_series, scan
+    from medtrinity_tasks.sources.readers.dicom.image import read_dicom_image
+    from medtrinity_tasks.sources.readers.dicom.series import read_series, scan
     from medtrinity_tasks.sources.readers.limits import InputLimits
 
     limits = InputLimits.of(load_settings())
@@ -397,7 +401,7 @@ def test_a_deflated_series_within_the_limit_reads(tmp_path):
 
 def _stage(stage_class, entry: dict, root: Path):
     settings = load_settings({"MEDTRINITY_DATA_DIR": str(root)})
-    return stage_class(SourceEntry.model_validate(dict(entry, location=str(root))), settings)
+    return stage_class(SourceEntry.model_validate(dict(entry, location=str(root))), settings, expert_follows=False)
 
 
 def test_a_label_map_with_thousands_of_labels_gives_a_short_reason(tmp_path):
