@@ -77,7 +77,7 @@ def test_bad_documents_are_counted_by_reason_and_the_rest_indexed(store, tmp_pat
     assert result["rejected_by_reason"] == {"malformed JSON line": 1, "duplicate document": 1, "empty document": 1}
 
 
-def test_hybrid_retrieval_finds_the_expected_passages():
+def test_hybrid_retrieval_finds_the_expected_passages(knowledge_dir):
     settings = load_settings()
     encoder = DenseEncoder(settings)
     queries = [json.loads(line) for line in QUERIES.read_text().splitlines() if line.strip()]
