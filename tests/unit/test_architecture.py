@@ -12,9 +12,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "medtrinity_tasks"
 
 LAYERS = [
+    {"reasons"},
     {"errors"},
     {"config"},
     {"phi"},
+    {"reasons"},
     {"records"},
     {"stages", "storage"},
     {"sources"},
