@@ -27,8 +27,12 @@ def test_five_non_empty_sections_grounded_in_the_facts():
     assert len(record["description_text"].splitlines()) == 5
 
 
-def test_deterministic():
-    assert make_record()["description_text"] == make_record()["description_text"]
+def test_the_text_depends_on_the_facts_alone():
+    one = make_record()
+    elsewhere = dict(one, id="another-id", source_relpath="case_7/imaging.nii.gz", description_text=None)
+    batch = TemplateDescription().process_batch([elsewhere, one])  # neither name nor batch position shows
+    assert batch[0]["description_text"] == batch[1]["description_text"] == one["description_text"]
+    assert "case_7" not in batch[0]["description_text"]
 
 
 def test_slice_without_roi_still_has_every_section():
