@@ -21,36 +21,27 @@ from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import SourceEntry, load_catalog
 
 
-def build_source_dag(entry: SourceEntry):
-    settings = load_settings()
-    expert = expert_for(entry, settings)
-    # shard tasks that run a GPU expert each take a slot of the GPU pool, sized to the GPUs there are
-    pool = settings.gpu_pool if expert and settings.expert_gpus > 0 else "default_pool"
+def source_params() -> dict:
+    """The trigger form: what a user may change for one run."""
+    return {
+        "output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT"),
+        "limit": Param(0, type="integer", minimum=0, description="Use only the first N inputs; 0: all"),
+        "shard_size": Param(0, type="integer", minimum=0, description="Inputs per shard; 0: MEDTRINITY_SHARD_SIZE"),
+        "force": Param(False, type="boolean", description="Redo shards that are already finished"),
+        "engine": Param("template", enum=list(ENGINES), description="The engine that writes the descriptions"),
+        "dry_run": Param(False, type="boolean", description="List what the run would process, write nothing"),
+        "wait_for_lease": Param(
+            False,
+            type="boolean",
+            description="If another run is writing this source to this output, wait for it (at most until its "
+            "lease expires) instead of failing",
+        ),
+    }
 
-    @dag(
-        dag_id=f"medtrinity__{entry.id}",
-        description=entry.name,
-        schedule=entry.schedule,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        default_args=task_defaults(),
-        tags=["medtrinity", "source", entry.modality, entry.body_region],
-        params={
-            "output_uri": Param("", type="string", description="Path or s3://bucket/prefix; empty: MEDTRINITY_OUTPUT"),
-            "limit": Param(0, type="integer", minimum=0, description="Use only the first N inputs; 0: all"),
-            "shard_size": Param(0, type="integer", minimum=0, description="Inputs per shard; 0: MEDTRINITY_SHARD_SIZE"),
-            "force": Param(False, type="boolean", description="Redo shards that are already finished"),
-            "engine": Param("template", enum=list(ENGINES), description="The engine that writes the descriptions"),
-            "dry_run": Param(False, type="boolean", description="List what the run would process, write nothing"),
-            "wait_for_lease": Param(
-                False,
-                type="boolean",
-                description="If another run is writing this source to this output, wait for it (at most until its "
-                "lease expires) instead of failing",
-            ),
-        },
-        doc_md=f"""
+
+def source_doc(entry: SourceEntry, expert, pool: str) -> str:
+    """The DAG's page in the UI: what each task does and what the form means."""
+    return f"""
 ### {entry.name}
 
 Builds (image, ROI, description) triplets for catalog source `{entry.id}`
@@ -73,7 +64,26 @@ rejects and quarantines by reason, and any unfinished shard, and releases the ru
 task writes a failure record (task, shard, try, error class and message without file paths, log
 URL) to its log and to `sources/{entry.id}/failures/`; the summary writes one for a shard whose
 task was killed before it could.
-""",
+"""
+
+
+def build_source_dag(entry: SourceEntry):
+    settings = load_settings()
+    expert = expert_for(entry, settings)
+    # shard tasks that run a GPU expert each take a slot of the GPU pool, sized to the GPUs there are
+    pool = settings.gpu_pool if expert and settings.expert_gpus > 0 else "default_pool"
+
+    @dag(
+        dag_id=f"medtrinity__{entry.id}",
+        description=entry.name,
+        schedule=entry.schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=task_defaults(),
+        tags=["medtrinity", "source", entry.modality, entry.body_region],
+        params=source_params(),
+        doc_md=source_doc(entry, expert, pool),
     )
     def source_pipeline():
         @setup  # plan and summary bracket the run; a failing summary never changes the run's state
@@ -126,30 +136,9 @@ task was killed before it could.
         @teardown  # runs once the work is done, failed or not: it says why, and ends the run's lease
         @task(retries=0)
         def summary(shards: list[dict]) -> dict:
-            from medtrinity_tasks.airflow_glue.failures import record_unfinished_shards
-            from medtrinity_tasks.run.publish import summarise_run
-            from medtrinity_tasks.storage.lease import release_quietly
+            from medtrinity_tasks.airflow_glue.summary import summarise_and_release
 
-            if not shards:
-                print("nothing was processed (dry run)")
-                return {}
-            context, output_uri = get_current_context(), shards[0]["output_uri"]
-            shard_ids = [s["shard_id"] for s in shards]
-            try:
-                report = summarise_run(entry.id, shard_ids, output_uri)
-                counts = report["counts"]
-                print(f"{counts['records']} records, {counts['quarantined']} quarantined, "
-                      f"{counts['rejected']} of {counts['inputs']} inputs rejected")  # fmt: skip
-                for kind in ("rejected", "quarantined"):
-                    for reason, count in report[f"{kind}_by_reason"].items():
-                        print(f"  {kind}: {count} x {reason}")
-                if report["unfinished_shards"]:
-                    print(f"  unfinished shards: {', '.join(report['unfinished_shards'])}")
-                for record in record_unfinished_shards(context, shard_ids, report["unfinished_shards"], output_uri):
-                    print(f"  {record['shard_id']} was killed before it could record why (failure record written)")
-            finally:  # publish released the lease of a run that succeeded; this is for the others
-                release_quietly(output_uri, entry.id, context["run_id"])
-            return report
+            return summarise_and_release(get_current_context(), entry.id, shards)
 
         shards = plan()
         summaries = process.expand(shard=shards)
