@@ -133,13 +133,18 @@ WORK_FIELDS = [
     pa.field("annotation_files", pa.list_(pa.string())),  # its SEG and RTSTRUCT files
     pa.field("annotation_boxes", pa.list_(pa.struct([("label", pa.string()), ("bbox_xyxy", pa.list_(pa.float64()))]))),
     pa.field("reject_reason", pa.string()),  # set: the row stands for a rejected input file
+    pa.field("reject_kind", pa.string()),  # what the reject is counted as (reasons.rejected sets both)
     pa.field("quarantine_reasons", pa.list_(pa.string())),  # set: the record goes to quarantine
+    pa.field("quarantine_kinds", pa.list_(pa.string())),  # each reason's kind (reasons.quarantined sets both)
 ]
 
 ROW_SCHEMA = pa.schema(list(RECORD_SCHEMA) + WORK_FIELDS)
 """What flows between stages: a record plus its working columns."""
 
-QUARANTINE_SCHEMA = RECORD_SCHEMA.append(pa.field("quarantine_reasons", pa.list_(pa.string())))
+QUARANTINE_SCHEMA = pa.schema(
+    [*RECORD_SCHEMA, ROW_SCHEMA.field("quarantine_reasons"), ROW_SCHEMA.field("quarantine_kinds")]
+)
+"""A quarantined record keeps its reasons and their kinds."""
 
 
 def record_id(source_id: str, relpath: str, axis: str, slice_index: int) -> str:

@@ -22,6 +22,7 @@ from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.stages.base import Resources, Stage
 
 BACKOFF_S = 0.5
@@ -138,7 +139,7 @@ class OpenAIDescription(ChatStage):
         try:
             reply = self.chat.complete(messages, OUTPUT_SCHEMA)
         except Exception as exc:  # retried and still failing: this record only
-            return dict(row, quarantine_reasons=[f"generation_failed: {type(exc).__name__}: {exc}"])
+            return quarantined(row, [Reason.of("generation_failed", f"{type(exc).__name__}: {exc}")])
         answer = reply["choices"][0]["message"].get("content") or ""
         usage = reply.get("usage") or {}
         generator = {

@@ -16,6 +16,7 @@ import re
 from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
 from medtrinity_tasks.generation.template import description_text
 from medtrinity_tasks.phi import deidentify, find_phi
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 
@@ -70,5 +71,7 @@ def with_answer(row: dict, answer: str, generator: dict) -> dict:
     try:
         sections, _ = parse_sections(answer)
     except OutputInvalid as exc:
-        return dict(row, generator=generator, description_text=answer, quarantine_reasons=[f"output_invalid: {exc}"])
+        return quarantined(
+            dict(row, generator=generator, description_text=answer), [Reason.of("output_invalid", str(exc))]
+        )
     return dict(row, description=sections, description_text=description_text(sections), generator=generator)

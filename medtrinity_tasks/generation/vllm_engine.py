@@ -21,6 +21,7 @@ from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import ROW_SCHEMA
 from medtrinity_tasks.stages.base import DatasetStage, Resources
 
@@ -83,7 +84,7 @@ def engine_result(row: dict, model: str) -> dict:
     parsed and accounted, or quarantined with the reason."""
     record = {name: row.get(name) for name in ROW_SCHEMA.names}
     if row.get("__inference_error__"):
-        return dict(record, quarantine_reasons=[f"generation_failed: {row['__inference_error__']}"])
+        return quarantined(record, [Reason.of("generation_failed", str(row["__inference_error__"]))])
     generator = {
         "engine": "vllm",
         "model": model,

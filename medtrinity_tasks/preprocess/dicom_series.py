@@ -28,4 +28,5 @@ class DicomSeriesSlicer(VolumeSlicer):
             return super().rows_for(row)
         except InputRejected as reject:
             files = [*row["member_files"], *(row["annotation_files"] or [])]
-            raise InputRejected(scrub(str(reject), file_aliases(self.salt, files))) from None
+            text = scrub(reject.reason.text, file_aliases(self.salt, files))
+            raise InputRejected(reject.reason.kind, text=text) from None

@@ -51,7 +51,7 @@ class PlanarImageLoader(InputStage):
             present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())
             unknown = sorted(present - set(self.source.labels) - {0})
             if unknown:
-                raise InputRejected(f"mask holds values the catalog entry does not define: {listed(unknown)}")
+                raise InputRejected("mask holds values the catalog entry does not define", listed(unknown))
         if self.source.rescale_intercept:
             pixels = pixels.astype(np.float32) + self.source.rescale_intercept
         image = to_8bit(pixels, self.source.colour, self.source.display_window())

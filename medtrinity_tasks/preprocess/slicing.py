@@ -93,10 +93,10 @@ class VolumeSlicer(InputStage):
         present = label_values(labels)
         annotated = bool(row.get("label_relpath") or row.get("annotation_files"))
         if annotated and not present:
-            raise InputRejected("label map is empty: no annotated structure to describe")
+            raise InputRejected("label map is empty", "no annotated structure to describe")
         unknown = sorted(present - set(self.source.labels))
         if unknown:
-            raise InputRejected(f"label map holds values the catalog entry does not define: {listed(unknown)}")
+            raise InputRejected("label map holds values the catalog entry does not define", listed(unknown))
         axis = self.source.slicing.axis
         along, orientation = AXES[axis]
         channels = self.channels(row, image)

@@ -20,6 +20,7 @@ import numpy as np
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import ExpertUnavailable
 from medtrinity_tasks.preprocess.images import decode_png
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
 from medtrinity_tasks.roi.registry import ExpertEntry, unannotated
@@ -71,8 +72,8 @@ class ExpertRois(Stage):
         pixels = [decode_png(rows[i]["image"]["bytes"]) for i in todo]
         out = list(rows)
         for i, label_map in zip(todo, self.predict(pixels), strict=True):
-            out[i] = self.regions(rows[i], label_map) if label_map is not None else dict(
-                rows[i], quarantine_reasons=[f"{self.name} failed: out of memory on a single image"]
+            out[i] = self.regions(rows[i], label_map) if label_map is not None else quarantined(
+                rows[i], [Reason.of(f"{self.name} failed", "out of memory on a single image")]
             )  # fmt: skip
         return out
 

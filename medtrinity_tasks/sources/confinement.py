@@ -24,13 +24,13 @@ def confined(root: Path, relpath: str) -> Path:
     listing is caught when the file is opened. The path comes back as named, not resolved, because
     readers judge formats by file name and reasons name files by it."""
     if _unsafe_name(relpath):
-        raise InputRejected(f"path leaves the source directory: {quote(relpath)}")
+        raise InputRejected("path leaves the source directory", quote(relpath))
     try:
         relpath.encode()
     except UnicodeEncodeError:  # bytes the file system gave that are not UTF-8: no record can name them
-        raise InputRejected(f"file name is not valid UTF-8: {quote(relpath)}") from None
+        raise InputRejected("file name is not valid UTF-8", quote(relpath)) from None
     if any(len(part.encode()) > NAME_MAX for part in relpath.split("/")):
-        raise InputRejected(f"file name is longer than {NAME_MAX} bytes: {quote(relpath)}")
+        raise InputRejected(f"file name is longer than {NAME_MAX} bytes", quote(relpath))
     path = root / relpath
     try:
         target = path.resolve(strict=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import pseudonym, quote, scrub
+from medtrinity_tasks.reasons import rejected
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.sources.deid import file_aliases, salt_for
@@ -42,13 +43,14 @@ def list_dicom_series(source: SourceEntry, root: Path, scope: list[str] | None =
             readable.append(confined(root, relpath))
         except InputRejected as exc:
             key = pseudonym(salt, relpath, "file")
-            reason = scrub(str(exc), {quote(relpath): key})  # no file or folder name in a reason
-            inputs[key] = {"source_relpath": key, "reject_reason": reason, "folders": folders([relpath])}
+            reason = exc.reason.reworded(scrub(exc.reason.text, {quote(relpath): key}))  # no file or folder name
+            inputs[key] = rejected({"source_relpath": key, "folders": folders([relpath])}, reason)
     series, rejects = scan(readable, InputLimits.of(settings))
     for path, reason in rejects.items():
         relpath = path.relative_to(root).as_posix()
         key = pseudonym(salt, relpath, "file")
-        inputs[key] = {"source_relpath": key, "reject_reason": scrub(reason, aliases), "folders": folders([relpath])}
+        scrubbed = reason.reworded(scrub(reason.text, aliases))
+        inputs[key] = rejected({"source_relpath": key, "folders": folders([relpath])}, scrubbed)
     for found in series:
         key = pseudonym(salt, found.series_uid, "series")
         images = [p.relative_to(root).as_posix() for p in found.files]

@@ -19,6 +19,7 @@ from pathlib import Path
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected, MedtrinityError, SourceNotFound
 from medtrinity_tasks.phi import clean_reason, deidentify, name_aliases, phi_in_path, published_path, quote
+from medtrinity_tasks.reasons import Reason, reject_of, rejected
 from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.sources.deid import salt_for
@@ -46,16 +47,13 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
     lister = LISTERS[source.layout]
     inputs = lister(source, root, scope) if source.layout == "series" else lister(source, root)
-    for item in inputs.values():
-        if not item.get("reject_reason"):
-            reason = _escape_reason(root, item)
-            if reason:
-                item["reject_reason"] = reason
-        _deidentify(item, source, settings)
+    for key, item in inputs.items():
+        reason = None if item.get("reject_reason") else _escape_reason(root, item)
+        inputs[key] = _deidentify(rejected(item, reason) if reason else item, source, settings)
     return [inputs[key] for key in sorted(inputs)]
 
 
-def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> None:
+def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> dict:
     """Free text a source carries (reports, captions, QA answers), reasons that quote its files and
     cells, and file names that hold personal data are de-identified here, where they enter the
     pipeline: no plan, stage, prompt, record or log ever sees them raw. A renamed input is published
@@ -66,12 +64,14 @@ def _deidentify(item: dict, source: SourceEntry, settings: Settings) -> None:
             salt = salt_for(source, settings)
         except MedtrinityError:
             salt = ""
-            item["reject_reason"] = f"{NAME_HOLDS_PHI}; set MEDTRINITY_DEID_SALT to publish it under a pseudonym"
+            item = rejected(
+                item, Reason.of(f"{NAME_HOLDS_PHI}; set MEDTRINITY_DEID_SALT to publish it under a pseudonym")
+            )
         item.update(source_relpath=published_path(relpath, salt), file_relpath=relpath)
     if item.get("reference_text"):
         item["reference_text"] = deidentify(item["reference_text"])
-    if item.get("reject_reason"):
-        item["reject_reason"] = clean_reason(item["reject_reason"], name_aliases(item))
+    reason = reject_of(item)
+    return rejected(item, reason.reworded(clean_reason(reason.text, name_aliases(item)))) if reason else item
 
 
 def _error(exc: BaseException) -> str:
@@ -79,17 +79,17 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {quote(exc)}"
 
 
-def _escape_reason(root: Path, item: dict) -> str | None:
+def _escape_reason(root: Path, item: dict) -> Reason | None:
     """Why a file the input would open (its image or series files, its label or annotations) leaves
     the source directory, if one does."""
     images = item.get("member_files") or [item["source_relpath"]]
     labels = item.get("annotation_files") or ([item["label_relpath"]] if item.get("label_relpath") else [])
-    for relpaths, what in ((images, ""), (labels, "its annotation: ")):
+    for relpaths, annotation in ((images, False), (labels, True)):
         for relpath in relpaths:
             try:
                 confined(root, relpath)
             except InputRejected as exc:
-                return f"{what}{exc}"
+                return Reason.of("its annotation", exc.reason.text) if annotation else exc.reason
     return None
 
 
@@ -130,13 +130,13 @@ def _msd(source: SourceEntry, root: Path) -> dict[str, dict]:
         raise MedtrinityError(
             f"source {source.id}: {listing} is not a Decathlon dataset.json ({_error(exc)})"
         ) from None
-    for item in inputs.values():
+    for key, item in inputs.items():
         if _escape_reason(root, item):
-            item["reject_reason"] = OUTSIDE
+            inputs[key] = rejected(item, Reason.of(OUTSIDE))
     for folder in ("imagesTr", "imagesTs"):
         for path in _files(root / folder):
             relpath = f"{folder}/{path.name}"
-            inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": "not listed in dataset.json"})
+            inputs.setdefault(relpath, rejected({"source_relpath": relpath}, Reason.of("not listed in dataset.json")))
     return inputs
 
 
@@ -157,7 +157,8 @@ def _nnunet(source: SourceEntry, root: Path) -> dict[str, dict]:
         stem = path.name.removesuffix(ending)
         case, _, channel = stem.rpartition("_")
         if not path.name.endswith(ending) or not case or not (len(channel) == 4 and channel.isdigit()):
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": f"not named <case>_<channel 0000>{ending}"}
+            named = "not named <case>_<channel 0000>"
+            inputs[relpath] = rejected({"source_relpath": relpath}, Reason(named, f"{named}{ending}"))
         else:
             inputs[relpath] = {"source_relpath": relpath, "label_relpath": f"labelsTr/{case}{ending}"}
             if source.channels:
@@ -180,7 +181,7 @@ def _image_mask(source: SourceEntry, root: Path) -> dict[str, dict]:
     for path in _files(root / layout.masks_dir):
         relpath = f"{layout.masks_dir}/{path.name}"
         if relpath not in claimed:
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": "mask file without a matching image"}
+            inputs[relpath] = rejected({"source_relpath": relpath}, Reason.of("mask file without a matching image"))
     return inputs
 
 
@@ -198,13 +199,13 @@ def _image_table(source: SourceEntry, root: Path) -> dict[str, dict]:
         try:
             confined(root / layout.images_dir, name)  # the name itself: "/etc/x" would join as images/etc/x
             inputs[relpath] = {"source_relpath": relpath, **_table_annotations(source, lines)}
-        except (InputRejected, ValueError) as exc:
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
+        except InputRejected as exc:
+            inputs[relpath] = rejected({"source_relpath": relpath}, exc.reason)
     tables = {posixpath.normpath(table.path) for table in layout.files}
     listed_in = ", ".join(sorted(Path(t).name for t in tables))
     for relpath in _walk(root, layout.images_dir):
         if relpath not in tables:
-            inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {listed_in}"})
+            inputs.setdefault(relpath, rejected({"source_relpath": relpath}, Reason.of(f"not listed in {listed_in}")))
     return inputs
 
 
@@ -272,7 +273,8 @@ def _line_labels(source: SourceEntry, table: TableFile, line: dict) -> list[str]
     for cell in (c.strip() for c in cells):
         label = source.label_named(cell)
         if label is None:
-            raise ValueError(f"label {quote(cell)} is not defined by the catalog entry")
+            undefined = "label is not defined by the catalog entry"
+            raise InputRejected(undefined, text=f"label {quote(cell)} is not defined by the catalog entry")
         labels.append(label.name)
     return labels
 
@@ -284,7 +286,8 @@ def _line_box(table: TableFile, line: dict) -> list[float]:
     try:
         a, b, c, d = (float(cell) for cell in cells)
     except ValueError:
-        raise ValueError(f"box [{', '.join(map(quote, cells))}] is not four numbers") from None
+        box = f"box [{', '.join(map(quote, cells))}]"
+        raise InputRejected("box is not four numbers", text=f"{box} is not four numbers") from None
     return [a, b, a + c, b + d] if table.box_format == "xywh" else [a, b, c, d]
 
 
@@ -309,26 +312,31 @@ def _coco(source: SourceEntry, root: Path) -> dict[str, dict]:
             confined(root / layout.images_dir, name)  # the name itself: "/etc/x" would join as images//etc/x
             inputs[relpath] = {"source_relpath": relpath, "annotation_boxes": []}
         except InputRejected as exc:
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": str(exc)}
+            inputs[relpath] = rejected({"source_relpath": relpath}, exc.reason)
     for annotation in annotations:
-        item = inputs.get(f"{layout.images_dir}/{images.get(annotation.get('image_id'))}")
+        key = f"{layout.images_dir}/{images.get(annotation.get('image_id'))}"
+        item = inputs.get(key)
         if item is None or item.get("reject_reason"):
             continue  # an annotation of an unknown image has no file to account for
         name = categories.get(annotation.get("category_id"))
         label = source.label_named(name) if name else None
         box = annotation.get("bbox")
         if label is None:
-            item["reject_reason"] = (
-                f"category {_quoted(name or annotation.get('category_id'))} is not defined by the catalog entry"
-            )
+            category = _quoted(name or annotation.get("category_id"))
+            undefined = "category is not defined by the catalog entry"
+            inputs[key] = rejected(item, Reason(undefined, f"category {category} is not defined by the catalog entry"))
         elif not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
-            item["reject_reason"] = f"annotation {_quoted(annotation.get('id'))} has no valid bbox"
+            no_box = Reason(
+                "annotation has no valid bbox", f"annotation {_quoted(annotation.get('id'))} has no valid bbox"
+            )
+            inputs[key] = rejected(item, no_box)
         else:
             x, y, w, h = box
             item["annotation_boxes"].append({"label": label.name, "bbox_xyxy": [x, y, x + w, y + h]})
     for path in _files(root / layout.images_dir):
         relpath = f"{layout.images_dir}/{path.name}"
-        inputs.setdefault(relpath, {"source_relpath": relpath, "reject_reason": f"not listed in {layout.annotations}"})
+        unlisted = Reason.of(f"not listed in {layout.annotations}")
+        inputs.setdefault(relpath, rejected({"source_relpath": relpath}, unlisted))
     return inputs
 
 
@@ -345,16 +353,15 @@ def _class_folders(source: SourceEntry, root: Path) -> dict[str, dict]:
     inputs = {}
     for path in _files(images_dir):
         relpath = f"{source.class_folders.images_dir}/{path.name}"
-        inputs[relpath] = {"source_relpath": relpath, "reject_reason": "not inside a class folder"}
+        inputs[relpath] = rejected({"source_relpath": relpath}, Reason.of("not inside a class folder"))
     for folder in sorted(p for p in images_dir.iterdir() if p.is_dir()):
         label = source.label_named(folder.name)
         for path in _files(folder):
             relpath = f"{source.class_folders.images_dir}/{folder.name}/{path.name}"
             if label is None:
-                inputs[relpath] = {
-                    "source_relpath": relpath,
-                    "reject_reason": f"folder {folder.name!r} is not a label of the catalog entry",
-                }
+                not_a_label = "folder is not a label of the catalog entry"
+                text = f"folder {folder.name!r} is not a label of the catalog entry"
+                inputs[relpath] = rejected({"source_relpath": relpath}, Reason(not_a_label, text))
             else:
                 inputs[relpath] = {"source_relpath": relpath, "image_labels": [label.name]}
     return inputs
@@ -378,7 +385,7 @@ def _paired_files(source: SourceEntry, root: Path) -> dict[str, dict]:
         labels.add(label)
     for relpath in files:
         if relpath not in inputs and relpath not in labels:
-            inputs[relpath] = {"source_relpath": relpath, "reject_reason": NOT_IN_LAYOUT}
+            inputs[relpath] = rejected({"source_relpath": relpath}, Reason.of(NOT_IN_LAYOUT))
     return inputs
 
 

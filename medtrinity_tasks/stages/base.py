@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import project_logger
+from medtrinity_tasks.reasons import Reason, quarantined, rejected
 
 log = project_logger(__name__)  # de-identified log lines
 
@@ -58,9 +59,9 @@ class Stage:
         try:
             out = self.process_batch(live)
         except Exception as exc:  # one failing batch is quarantined, never lost
-            reason = f"{self.name} failed: {type(exc).__name__}: {exc}"
-            log.warning("quarantining %d rows: %s", len(live), reason)
-            out = [dict(row, quarantine_reasons=[reason]) for row in live]
+            reason = Reason.of(f"{self.name} failed", f"{type(exc).__name__}: {exc}")
+            log.warning("quarantining %d rows: %s", len(live), reason.text)
+            out = [quarantined(row, [reason]) for row in live]
         return out + parked
 
     def __repr__(self) -> str:
@@ -80,7 +81,7 @@ class InputStage(Stage):
             try:
                 out.extend(self.rows_for(row))
             except InputRejected as reject:
-                out.append(dict(row, reject_reason=str(reject)))
+                out.append(rejected(row, reject.reason))
         return out
 
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 import pandas as pd
 
 from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS, RECORD_SCHEMA
 from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary, read
 
@@ -57,7 +58,7 @@ def check_frame(rows: list[dict], vocab: Vocabulary) -> pd.DataFrame:
 
 
 def _expectations():
-    """(expectation, quarantine reason) pairs; reason None marks a table-level check."""
+    """(expectation, quarantine reason kind) pairs; None marks a table-level check."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -79,7 +80,7 @@ def _expectations():
         for name in DESCRIPTION_SECTIONS
     ]
     checks += [(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True]), reason) for c, (_, reason) in CHECKS.items()]
-    return checks
+    return [(expectation, Reason.of(kind) if kind else None) for expectation, kind in checks]
 
 
 @lru_cache(maxsize=1)
@@ -108,7 +109,7 @@ def _suite():
 
 def validate_records(rows: list[dict], vocab: Vocabulary):
     """Split ``rows`` into (passed, quarantined, the suite's validation result); each row gets
-    ``quality``, the quarantined ``quarantine_reasons``. The result is None for no rows."""
+    ``quality``, the quarantined their reasons (``reasons.quarantined``). The result is None for no rows."""
     if not rows:
         return [], [], None
     batch_definition, suite, reasons = _suite()
@@ -116,7 +117,7 @@ def validate_records(rows: list[dict], vocab: Vocabulary):
     result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
         suite, result_format={"result_format": "COMPLETE"}
     )
-    failures: dict[int, list[str]] = {}
+    failures: dict[int, list[Reason]] = {}
     for check in result.results:
         if check.success:
             continue
@@ -125,12 +126,13 @@ def validate_records(rows: list[dict], vocab: Vocabulary):
             raise GateError(f"shard does not match the record schema: {check.expectation_config.kwargs}")
         for index in check.result.get("unexpected_index_list") or []:
             failures.setdefault(int(index), []).append(reason)
-    passed, quarantined = [], []
+    passed, failed = [], []
     for index, row in enumerate(rows):
         reasons_here = failures.get(index, [])
-        quality = dict(row.get("quality") or {}, suite=SUITE_NAME, passed=not reasons_here, failures=reasons_here)
+        texts = [reason.text for reason in reasons_here]
+        quality = dict(row.get("quality") or {}, suite=SUITE_NAME, passed=not reasons_here, failures=texts)
         if reasons_here:
-            quarantined.append(dict(row, quality=quality, quarantine_reasons=reasons_here))
+            failed.append(quarantined(dict(row, quality=quality), reasons_here))
         else:
             passed.append(dict(row, quality=quality))
-    return passed, quarantined, result
+    return passed, failed, result

@@ -15,6 +15,7 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.generation.openai_engine import ChatStage
 from medtrinity_tasks.generation.prompt import facts
+from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 JUDGE_VERSION = "judge-v1"
@@ -79,8 +80,8 @@ class JudgeDescriptions(ChatStage):
             reply = self.chat.complete(judge_messages(row), SCORE_SCHEMA, "judgement")
             scores = read_scores(reply["choices"][0]["message"].get("content") or "")
         except Exception as exc:  # this record only
-            return dict(row, quarantine_reasons=[f"judge_failed: {type(exc).__name__}: {exc}"])
+            return quarantined(row, [Reason.of("judge_failed", f"{type(exc).__name__}: {exc}")])
         row = dict(row, quality=dict(row.get("quality") or {}, judge=scores))
         floor = self.settings.judge_min_score
         low = ", ".join(f"{name} ({n})" for name, n in scores.items() if n < floor)
-        return dict(row, quarantine_reasons=[f"judge scored sections below {floor}: {low}"]) if low else row
+        return quarantined(row, [Reason.of(f"judge scored sections below {floor}", low)]) if low else row

@@ -16,7 +16,6 @@ LAYERS = [
     {"errors"},
     {"config"},
     {"phi"},
-    {"reasons"},
     {"records"},
     {"stages", "storage"},
     {"sources"},

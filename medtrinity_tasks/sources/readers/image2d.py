@@ -46,7 +46,7 @@ def _open(path: Path, limits: InputLimits):
     from PIL import Image, ImageMode  # lazy: only 2D sources need it here
 
     if not path.is_file():
-        raise InputRejected(f"file is missing: {shortened(path.name)}")
+        raise InputRejected("file is missing", shortened(path.name))
     try:
         with _pillow_refusing_above(None):  # the size is checked just below, with its numbers
             image = Image.open(path, formats=IMAGE_FORMATS)
@@ -59,11 +59,12 @@ def _open(path: Path, limits: InputLimits):
         raise
     except Image.DecompressionBombError:
         raise InputRejected(
-            f"image too large: a frame or tile claims more than the {limits.max_image_pixels} pixels allowed "
-            "(MEDTRINITY_MAX_IMAGE_PIXELS)"
+            "image too large",
+            f"a frame or tile claims more than the {limits.max_image_pixels} pixels allowed "
+            "(MEDTRINITY_MAX_IMAGE_PIXELS)",
         ) from None
     except Exception as exc:  # Pillow raises several types for broken files
-        raise InputRejected(f"not a readable image ({error_detail(exc, path)})") from None
+        raise InputRejected("not a readable image", text=f"not a readable image ({error_detail(exc, path)})") from None
     return image
 
 

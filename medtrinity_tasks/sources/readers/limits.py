@@ -44,11 +44,11 @@ class InputLimits:
         voxels = math.prod(dims)
         claimed = " x ".join(str(d) for d in dims)
         if min(dims, default=0) < 0:  # two negative sizes multiply into a positive count
-            raise InputRejected(f"malformed {what} header: claims {claimed} voxels")
+            raise InputRejected(f"malformed {what} header", f"claims {claimed} voxels")
         if voxels > self.max_voxels:
             raise InputRejected(
-                f"{what} too large: claims {claimed} voxels, more than the {self.max_voxels} allowed "
-                "(MEDTRINITY_MAX_VOXELS)"
+                f"{what} too large",
+                f"claims {claimed} voxels, more than the {self.max_voxels} allowed (MEDTRINITY_MAX_VOXELS)",
             )
         self.check_decoded(what, f"{claimed} voxels of {itemsize} bytes", voxels * bytes_per_voxel)
 
@@ -56,8 +56,9 @@ class InputLimits:
         """Refuse a 2D image of more pixels than allowed, or of more bytes once decoded (as for ``check_volume``)."""
         if width * height > self.max_image_pixels:
             raise InputRejected(
-                f"{what} too large: claims {width} x {height} pixels, more than the {self.max_image_pixels} allowed "
-                "(MEDTRINITY_MAX_IMAGE_PIXELS)"
+                f"{what} too large",
+                f"claims {width} x {height} pixels, more than the {self.max_image_pixels} allowed "
+                "(MEDTRINITY_MAX_IMAGE_PIXELS)",
             )
         self.check_decoded(what, f"{width} x {height} pixels of {itemsize} bytes", width * height * bytes_per_pixel)
 
@@ -65,8 +66,9 @@ class InputLimits:
         """Refuse ``decoded_bytes`` beyond the limit; ``claimed`` says what they are."""
         if decoded_bytes > self.max_decoded_bytes:
             raise InputRejected(
-                f"{what} too large: claims {claimed} ({binary_size(decoded_bytes)} decoded), more than the "
-                f"{self.max_decoded_mb} MiB allowed (MEDTRINITY_MAX_DECODED_MB)"
+                f"{what} too large",
+                f"claims {claimed} ({binary_size(decoded_bytes)} decoded), more than the "
+                f"{self.max_decoded_mb} MiB allowed (MEDTRINITY_MAX_DECODED_MB)",
             )
 
 

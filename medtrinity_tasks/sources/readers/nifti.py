@@ -38,7 +38,7 @@ def read_nifti(
     import nibabel as nib  # lazy: heavy import, and only this reader needs it
 
     if not path.is_file():
-        raise InputRejected(f"file is missing: {shortened(path.name)}")
+        raise InputRejected("file is missing", shortened(path.name))
     if not path.name.lower().endswith(_SUFFIXES):
         raise InputRejected("not a readable NIfTI file (only single-file .nii and .nii.gz are read)")
     try:
@@ -52,7 +52,8 @@ def read_nifti(
     except InputRejected:
         raise
     except Exception as exc:  # nibabel raises many types for broken files
-        raise InputRejected(f"not a readable NIfTI file ({error_detail(exc, path)})") from None
+        detail = error_detail(exc, path)
+        raise InputRejected("not a readable NIfTI file", text=f"not a readable NIfTI file ({detail})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3 and not (channels and data.ndim == 4):
@@ -94,15 +95,16 @@ def _check_extensions(path: Path, limits: InputLimits) -> None:
             offset = int(header.get_data_offset())
             if offset - size > limits.max_decoded_bytes:
                 raise InputRejected(
-                    f"NIfTI header too large: vox_offset {offset} puts {binary_size(offset - size)} between the header "
-                    f"and the voxels, more than the {limits.max_decoded_mb} MiB allowed (MEDTRINITY_MAX_DECODED_MB)"
+                    "NIfTI header too large",
+                    f"vox_offset {offset} puts {binary_size(offset - size)} between the header and the voxels, "
+                    f"more than the {limits.max_decoded_mb} MiB allowed (MEDTRINITY_MAX_DECODED_MB)",
                 )
             flag = block[size : size + _EXTENSION_FLAG_BYTES]
             if len(flag) < _EXTENSION_FLAG_BYTES or flag[0] == 0:
                 return
             room = offset - size - _EXTENSION_FLAG_BYTES
             if room < 0:
-                raise InputRejected(f"malformed NIfTI extensions: flagged, but vox_offset {offset} leaves no room")
+                raise InputRejected("malformed NIfTI extensions", f"flagged, but vox_offset {offset} leaves no room")
             byteorder = "little" if header.endianness == "<" else "big"
             stream.seek(size + _EXTENSION_FLAG_BYTES)
             while room >= 16:  # nibabel's loop: an extension takes at least 16 bytes
@@ -112,7 +114,7 @@ def _check_extensions(path: Path, limits: InputLimits) -> None:
                 esize = int.from_bytes(extension[:4], byteorder, signed=True)
                 if not _EXTENSION_HEADER_BYTES <= esize <= room:
                     raise InputRejected(
-                        f"malformed NIfTI extensions: one claims {esize} bytes, {room} remain before the voxels"
+                        "malformed NIfTI extensions", f"one claims {esize} bytes, {room} remain before the voxels"
                     )
                 stream.seek(esize - _EXTENSION_HEADER_BYTES, 1)
                 room -= esize
@@ -148,5 +150,5 @@ class NiftiVolumeReader(InputReader[Volume]):
         if labels.data.shape != image.data.shape[:3]:
             raise InputRejected(f"label shape {labels.data.shape} differs from image shape {image.data.shape[:3]}")
         if not np.allclose(labels.affine, image.affine, atol=1e-3):
-            raise InputRejected("label affine differs from image affine: the mask is not aligned with the image")
+            raise InputRejected("label affine differs from image affine", "the mask is not aligned with the image")
         return image, labels.data

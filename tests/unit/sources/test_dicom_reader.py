@@ -270,7 +270,7 @@ def test_scan_rejects_unusable_files_with_their_reasons(axial, tmp_path):
     assert [s.series_uid for s in series] == [axial[0].series_uid] and series[0].files == axial[0].files
     assert set(rejects) == set(bad)
     for path, reason in bad.items():
-        assert rejects[path].startswith(reason), (path.name, rejects[path])
+        assert rejects[path].text.startswith(reason), (path.name, rejects[path])
 
 
 def _truncated(datasets):
@@ -380,7 +380,7 @@ def test_no_phi_leaves_the_reader(axial, tmp_path):
     image.save_as(enhanced := tmp_path / "enhanced.dcm")
     bad = _bad_files(tmp_path / "bad")
     found, rejects = scan([*series.files, seg, rt, enhanced, *bad])
-    seen += [repr(found), repr(rejects), *rejects.values()]
+    seen += [repr(found), repr(rejects), *(reason.text for reason in rejects.values())]
     for each in found:
         read = read_series(each)
         seen += [repr(read), read.original_orientation, repr(read.spacing_mm)]

@@ -76,13 +76,13 @@ def _seg_dataset(seg_path: Path, series: DicomSeries, limits: InputLimits) -> tu
     SegmentationType and the segment numbers its SegmentSequence defines."""
     ds = read_with_pixels(seg_path, limits)
     if str(attribute(ds, "SOPClassUID", "")) not in SEG_CLASSES:
-        raise InputRejected(f"not a DICOM SEG: {uid_name(str(attribute(ds, 'SOPClassUID', '')))}")
+        raise InputRejected("not a DICOM SEG", uid_name(str(attribute(ds, "SOPClassUID", ""))))
     series_uids, _ = annotation_references(ds, "SEG")
     if series_uids and series.series_uid not in series_uids:
         raise InputRejected("SEG references another series than the one it is read with")
     seg_type = str(attribute(ds, "SegmentationType", "BINARY")).upper()
     if seg_type not in ("BINARY", "FRACTIONAL", "LABELMAP"):
-        raise InputRejected(f"unsupported SegmentationType {seg_type[:16]}")
+        raise InputRejected("unsupported SegmentationType", text=f"unsupported SegmentationType {seg_type[:16]}")
     numbers = [int(attribute(item, "SegmentNumber")) for item in attribute(ds, "SegmentSequence", []) or []]
     return ds, seg_type, numbers
 
@@ -150,15 +150,16 @@ def read_rtstruct_labels(
 def _rtstruct_dataset(rt_path: Path, series: DicomSeries, limits: InputLimits):
     """The RTSTRUCT's header, once it is known to be an RTSTRUCT that does not reference another series."""
     if not rt_path.is_file():
-        raise InputRejected(f"file is missing: {rt_path.name}")
+        raise InputRejected("file is missing", rt_path.name)
     try:
         ds = read_dataset(rt_path, pixels=False, limits=limits)
     except InputRejected:
         raise
     except Exception as exc:
-        raise InputRejected(unreadable_reason(rt_path, exc)) from None
+        reason = unreadable_reason(rt_path, exc)
+        raise InputRejected(reason.kind, text=reason.text) from None
     if str(attribute(ds, "SOPClassUID", "")) != RTSTRUCT_STORAGE:
-        raise InputRejected(f"not an RTSTRUCT: {uid_name(str(attribute(ds, 'SOPClassUID', '')))}")
+        raise InputRejected("not an RTSTRUCT", uid_name(str(attribute(ds, "SOPClassUID", ""))))
     series_uids, _ = annotation_references(ds, "RTSTRUCT")
     if series_uids and series.series_uid not in series_uids:
         raise InputRejected("RTSTRUCT references another series than the one it is read with")
@@ -206,15 +207,15 @@ def _contour_on_slice(contour, number: int, planes: _ContourPlanes) -> tuple[np.
     in one plane, or lies outside the volume or between its slices."""
     points = np.asarray([float(v) for v in attribute(contour, "ContourData", []) or []], dtype=np.float64)
     if points.size < 9 or points.size % 3:
-        raise InputRejected(f"ROI {number}: a closed contour has fewer than 3 points or malformed ContourData")
+        raise InputRejected(f"ROI {number}", "a closed contour has fewer than 3 points or malformed ContourData")
     voxels = to_voxels(points.reshape(-1, 3), planes.inverse)
     along = voxels[:, planes.axis]
     if np.ptp(along) > 0.5:
-        raise InputRejected(f"ROI {number}: a contour does not lie in one image plane")
+        raise InputRejected(f"ROI {number}", "a contour does not lie in one image plane")
     position = _referenced_position(contour, number, float(along.mean()), planes)
     index = int(np.rint(position))
     if not (0 <= index < planes.shape[planes.axis]) or abs(position - index) > 0.25:
-        raise InputRejected(f"ROI {number}: a contour lies outside the image volume or between its slices")
+        raise InputRejected(f"ROI {number}", "a contour lies outside the image volume or between its slices")
     return voxels, index
 
 
@@ -233,7 +234,7 @@ def _referenced_position(contour, number: int, position: float, planes: _Contour
         return position
     referenced = float(to_voxels(known[0].position[None, :], planes.inverse)[0, planes.axis])
     if abs(referenced - position) > 0.5:
-        raise InputRejected(f"ROI {number}: a contour's plane does not match the image it references")
+        raise InputRejected(f"ROI {number}", "a contour's plane does not match the image it references")
     return referenced
 
 

@@ -46,19 +46,25 @@ def frames_of(ds, path: Path) -> list[Frame]:
     try:
         return _frames_in(ds, path)
     except MALFORMED as exc:
-        raise InputRejected(f"malformed geometry or pixel description in {path.name} ({type(exc).__name__})") from None
+        raise InputRejected(
+            "malformed geometry or pixel description in file",
+            text=f"malformed geometry or pixel description in {path.name} ({type(exc).__name__})",
+        ) from None
 
 
 def _frames_in(ds, path: Path) -> list[Frame]:
     rows, columns = attribute(ds, "Rows"), attribute(ds, "Columns")
     if rows is None or columns is None:
-        raise InputRejected(f"missing geometry: {path.name} has no Rows/Columns")
+        raise InputRejected("missing geometry", f"{path.name} has no Rows/Columns")
     count = int(attribute(ds, "NumberOfFrames", 1) or 1)
     per_frame = attribute(ds, "PerFrameFunctionalGroupsSequence", None) or []
     shared_items = attribute(ds, "SharedFunctionalGroupsSequence", None) or []
     shared = shared_items[0] if len(shared_items) else None
     if per_frame and len(per_frame) != count:
-        raise InputRejected(f"{path.name} has {count} frames but {len(per_frame)} per-frame functional groups")
+        raise InputRejected(
+            f"file has {count} frames but {len(per_frame)} per-frame functional groups",
+            text=f"{path.name} has {count} frames but {len(per_frame)} per-frame functional groups",
+        )
 
     def macro(index: int, keyword: str):
         for group in (per_frame[index] if per_frame else None, shared):
@@ -75,7 +81,7 @@ def _frames_in(ds, path: Path) -> list[Frame]:
         measures = macro(index, "PixelMeasuresSequence")
         transform = macro(index, "PixelValueTransformationSequence")
         if count > 1 and plane is None:
-            raise InputRejected(f"missing geometry: multi-frame {path.name} has no per-frame plane positions")
+            raise InputRejected("missing geometry", f"multi-frame {path.name} has no per-frame plane positions")
         position = floats(plane if plane is not None else ds, "ImagePositionPatient", 3, path)
         cosines = floats(orientation if orientation is not None else ds, "ImageOrientationPatient", 6, path)
         spacing = floats(measures if measures is not None else ds, "PixelSpacing", 2, path)
@@ -108,24 +114,24 @@ def stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray, tuple[
     sizes = sorted({(f.rows, f.columns) for f in frames})
     if len(sizes) > 1:
         raise InputRejected(
-            f"inconsistent series: mixed image sizes ({listed(f'{r}x{c}' for r, c in sizes)} rows x columns)"
+            "inconsistent series", f"mixed image sizes ({listed(f'{r}x{c}' for r, c in sizes)} rows x columns)"
         )
     first = frames[0]
     for f in frames[1:]:
         if not np.allclose(f.orientation, first.orientation, atol=1e-3):
-            raise InputRejected("inconsistent series: mixed image orientations (ImageOrientationPatient differs)")
+            raise InputRejected("inconsistent series", "mixed image orientations (ImageOrientationPatient differs)")
         if not np.allclose(f.pixel_spacing, first.pixel_spacing, rtol=1e-3, atol=1e-4):
-            raise InputRejected("inconsistent series: mixed pixel spacing")
+            raise InputRejected("inconsistent series", "mixed pixel spacing")
     row_cosines, column_cosines = first.orientation[:3], first.orientation[3:]
     if (
         abs(np.linalg.norm(row_cosines) - 1) > 1e-2
         or abs(np.linalg.norm(column_cosines) - 1) > 1e-2
         or abs(row_cosines @ column_cosines) > 1e-2
     ):
-        raise InputRejected("invalid geometry: ImageOrientationPatient is not two orthogonal unit vectors")
+        raise InputRejected("invalid geometry", "ImageOrientationPatient is not two orthogonal unit vectors")
     row_spacing, column_spacing = first.pixel_spacing
     if row_spacing <= 0 or column_spacing <= 0:
-        raise InputRejected("invalid geometry: PixelSpacing is not positive")
+        raise InputRejected("invalid geometry", "PixelSpacing is not positive")
     normal = slice_normal(first.orientation)
     distance = np.array([f.position @ normal for f in frames])
     order = np.argsort(distance, kind="stable")
@@ -136,12 +142,13 @@ def stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray, tuple[
         duplicates = int((gaps < 1e-2).sum())
         if duplicates:
             raise InputRejected(
-                f"duplicate slice positions: {duplicates} of {len(ordered)} slices repeat another slice's position"
+                "duplicate slice positions", f"{duplicates} of {len(ordered)} slices repeat another slice's position"
             )
         step = float(np.median(gaps))
         if np.abs(gaps - step).max() > max(0.02 * step, 0.01):
             raise InputRejected(
-                f"slice positions are unevenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm): a slice may be missing"
+                f"slice positions are unevenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm)",
+                "a slice may be missing",
             )
         slice_spacing = float(distance[-1] - distance[0]) / (len(ordered) - 1)
         step_vector = (ordered[-1].position - ordered[0].position) / (len(ordered) - 1)  # tilt kept

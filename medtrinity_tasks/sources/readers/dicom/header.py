@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.reasons import Reason
 from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, InputLimits, error_detail
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -142,7 +143,7 @@ def rejects_malformed(what: str):
             try:
                 return function(*args, **kwargs)
             except MALFORMED as exc:
-                raise InputRejected(f"malformed {what} ({type(exc).__name__})") from None
+                raise InputRejected(f"malformed {what}", text=f"malformed {what} ({type(exc).__name__})") from None
 
         return reader
 
@@ -195,7 +196,7 @@ def _check_inflated_size(path: Path, limits: InputLimits) -> None:
         return
     group_length = attribute(meta, "FileMetaInformationGroupLength")
     if group_length is None:
-        raise InputRejected(f"deflated DICOM without a file meta group length: {path.name}")
+        raise InputRejected("deflated DICOM without a file meta group length", path.name)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     inflated = 0
     with path.open("rb") as file:
@@ -208,60 +209,62 @@ def _check_inflated_size(path: Path, limits: InputLimits) -> None:
                     return  # corrupt: dcmread fails on it, having inflated no more than was counted here
                 if inflated > limits.max_decoded_bytes:
                     raise InputRejected(
-                        f"deflated DICOM too large: {path.name} inflates to more than the {limits.max_decoded_mb} MiB "
-                        "allowed (MEDTRINITY_MAX_DECODED_MB)"
+                        "deflated DICOM too large",
+                        f"{path.name} inflates to more than the {limits.max_decoded_mb} MiB allowed "
+                        "(MEDTRINITY_MAX_DECODED_MB)",
                     )
                 deflated = inflater.unconsumed_tail
 
 
 def read_with_pixels(path: Path, limits: InputLimits):
     if not path.is_file():
-        raise InputRejected(f"file is missing: {path.name}")
+        raise InputRejected("file is missing", path.name)
     try:
         ds = read_dataset(path, pixels=True, limits=limits)
     except InputRejected:
         raise
     except Exception as exc:
-        raise InputRejected(unreadable_reason(path, exc)) from None
+        reason = unreadable_reason(path, exc)
+        raise InputRejected(reason.kind, text=reason.text) from None
     if attribute(ds.file_meta, "TransferSyntaxUID") is None:
-        raise InputRejected(f"DICOM dataset without file meta: the transfer syntax of {path.name} is unknown")
+        raise InputRejected("DICOM dataset without file meta", f"the transfer syntax of {path.name} is unknown")
     return ds
 
 
-def scan_header(path: Path, limits: InputLimits) -> tuple[object | None, str | None]:
+def scan_header(path: Path, limits: InputLimits) -> tuple[object | None, Reason | None]:
     """A file's allowed header elements, or the reason it cannot be used."""
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return None, f"file cannot be read ({type(exc).__name__})"
+        return None, Reason("file cannot be read", f"file cannot be read ({type(exc).__name__})")
     if not path.is_file():
-        return None, "not a regular file"
+        return None, Reason.of("not a regular file")
     if size == 0:
-        return None, "zero-byte file"
+        return None, Reason.of("zero-byte file")
     try:
         header = read_dataset(path, pixels=False, limits=limits)
     except InputRejected as reject:
-        return None, str(reject)
+        return None, reject.reason
     except Exception as exc:
         return None, unreadable_reason(path, exc)
     if attribute(header.file_meta, "TransferSyntaxUID") is None:
-        return None, "DICOM dataset without file meta: the transfer syntax is unknown"
+        return None, Reason.of("DICOM dataset without file meta", "the transfer syntax is unknown")
     sop_class = str(attribute(header, "SOPClassUID", "") or "")
     if not sop_class:
-        return None, "no SOPClassUID: not a DICOM composite object"
+        return None, Reason.of("no SOPClassUID", "not a DICOM composite object")
     if str(attribute(header, "BurnedInAnnotation", "") or "").strip().upper() == "YES":
-        return None, "image flagged with burned-in annotation"
+        return None, Reason.of("image flagged with burned-in annotation")
     if sop_class in (*SEG_CLASSES, RTSTRUCT_STORAGE):
         return header, None
     name = uid_name(sop_class)
     if sop_class.startswith(_NON_IMAGE_PREFIXES) and sop_class not in _IMAGE_EXCEPTIONS:
-        return None, f"not an image: {name}"
+        return None, Reason.of("not an image", name)
     if attribute(header, "Rows") is None or attribute(header, "Columns") is None:
-        return None, f"not an image: {name} (no Rows/Columns)"
+        return None, Reason.of("not an image", f"{name} (no Rows/Columns)")
     return header, None
 
 
-def unreadable_reason(path: Path, exc: Exception) -> str:
+def unreadable_reason(path: Path, exc: Exception) -> Reason:
     """Why ``dcmread`` failed: no preamble/file meta at all, or a DICOM dataset missing its file meta."""
     from pydicom.errors import InvalidDicomError
 
@@ -273,14 +276,14 @@ def unreadable_reason(path: Path, exc: Exception) -> str:
                 warnings.simplefilter("ignore")
                 forced = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_top_level_tags())
             if attribute(forced, "SOPClassUID") and str(attribute(forced, "SOPClassUID")).startswith("1.2.840.10008."):
-                return (
-                    "DICOM dataset without file meta (no preamble, 'DICM' prefix or transfer syntax): "
-                    "rewrite it as a DICOM Part 10 file"
+                return Reason.of(
+                    "DICOM dataset without file meta (no preamble, 'DICM' prefix or transfer syntax)",
+                    "rewrite it as a DICOM Part 10 file",
                 )
         except Exception:
             pass
-        return "not a DICOM file (no 'DICM' prefix or file meta)"
-    return f"not a readable DICOM file ({error_detail(exc, path)})"
+        return Reason.of("not a DICOM file (no 'DICM' prefix or file meta)")
+    return Reason("not a readable DICOM file", f"not a readable DICOM file ({error_detail(exc, path)})")
 
 
 def floats(ds, keyword: str, count: int, path: Path) -> np.ndarray:
@@ -290,7 +293,7 @@ def floats(ds, keyword: str, count: int, path: Path) -> np.ndarray:
     except (TypeError, ValueError):
         values = None
     if values is None or values.shape != (count,) or not np.isfinite(values).all():
-        raise InputRejected(f"missing geometry: {path.name} has no valid {keyword}")
+        raise InputRejected("missing geometry", f"{path.name} has no valid {keyword}")
     return values
 
 

@@ -19,14 +19,17 @@ def read_dicom_image(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> np.nda
     file meta, burned-in annotation) is rejected here with the same reason, and so is an image
     whose header claims more than ``limits``, before its pixels are decoded."""
     if not path.is_file():
-        raise InputRejected(f"file is missing: {path.name}")
+        raise InputRejected("file is missing", path.name)
     _, reason = scan_header(path, limits)
     if reason is not None:
-        raise InputRejected(reason)
+        raise InputRejected(reason.kind, text=reason.text)
     ds = read_with_pixels(path, limits)
     rows, columns, count, itemsize = claimed_size(ds)
     if count != 1:
-        raise InputRejected(f"{path.name} holds {count} frames; a 2D source reads single images")
+        raise InputRejected(
+            f"file holds {count} frames; a 2D source reads single images",
+            text=f"{path.name} holds {count} frames; a 2D source reads single images",
+        )
     limits.check_image(columns, rows, itemsize, itemsize + FLOAT32_BYTES)
     stored = decode(ds, path)
     values = stored[0].astype(np.float32)

@@ -35,7 +35,7 @@ def decode(ds, path: Path) -> np.ndarray:
     from pydicom.uid import UID
 
     if attribute(ds, "PixelData") is None:
-        raise InputRejected(f"no pixel data in {path.name}")
+        raise InputRejected("no pixel data in file", text=f"no pixel data in {path.name}")
     samples = int(attribute(ds, "SamplesPerPixel", 1) or 1)
     if samples != 1:
         raise InputRejected(f"colour images (SamplesPerPixel {samples}) are not read as volumes")
@@ -47,7 +47,10 @@ def decode(ds, path: Path) -> np.ndarray:
         expected = (rows * columns * count * bits + 7) // 8
         stored = len(attribute(ds, "PixelData"))
         if stored < expected:
-            raise InputRejected(f"truncated pixel data in {path.name}: {stored} of {expected} bytes")
+            raise InputRejected(
+                "truncated pixel data in file",
+                text=f"truncated pixel data in {path.name}: {stored} of {expected} bytes",
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -55,11 +58,16 @@ def decode(ds, path: Path) -> np.ndarray:
     except Exception as exc:
         detail = error_detail(exc, path)
         if syntax in _NATIVE_SYNTAXES:
-            raise InputRejected(f"unreadable pixel data in {path.name} ({detail})") from None
-        raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}: {detail}") from None
+            raise InputRejected(
+                "unreadable pixel data in file", text=f"unreadable pixel data in {path.name} ({detail})"
+            ) from None
+        raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}", detail) from None
     pixels = np.asarray(pixels)
     if pixels.size != rows * columns * count:
-        raise InputRejected(f"pixel data of {path.name} holds {pixels.size} values, expected {rows * columns * count}")
+        raise InputRejected(
+            f"pixel data of file holds {pixels.size} values, expected {rows * columns * count}",
+            text=f"pixel data of {path.name} holds {pixels.size} values, expected {rows * columns * count}",
+        )
     return pixels.reshape(count, rows, columns)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
+from medtrinity_tasks.reasons import Reason
 from medtrinity_tasks.sources.readers.base import Volume
 from medtrinity_tasks.sources.readers.dicom.geometry import Frame, frames_of, slice_normal, stack_geometry, to_ras
 from medtrinity_tasks.sources.readers.dicom.header import (
@@ -32,6 +33,9 @@ from medtrinity_tasks.sources.readers.dicom.header import (
 )
 from medtrinity_tasks.sources.readers.dicom.pixels import claimed_size, decode, monochrome1_top
 from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits
+
+SERIES_CHANGED = Reason.of("the series' files no longer form one series", "the source changed after listing")
+"""Why a series whose files changed between the listing and the read is rejected."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,12 @@ class DicomSeries:
     body_part: str | None = None
 
 
-def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[DicomSeries], dict[Path, str]]:
+def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[DicomSeries], dict[Path, Reason]]:
     """Group DICOM files into image series from their headers; return the series and the rejects.
 
     Series come back sorted by their first file's path; SEG and RTSTRUCT files are attached to the
     series they reference, or rejected when that series is not among ``paths``."""
-    rejects: dict[Path, str] = {}
+    rejects: dict[Path, Reason] = {}
     images: dict[str, list[tuple[Path, object]]] = {}
     annotations: list[tuple[Path, object, str]] = []
     for path in paths:
@@ -67,7 +71,7 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
             continue
         series_uid = attribute(header, "SeriesInstanceUID")
         if not series_uid:
-            rejects[path] = "no SeriesInstanceUID: the image cannot be grouped into a series"
+            rejects[path] = Reason.of("no SeriesInstanceUID", "the image cannot be grouped into a series")
             continue
         images.setdefault(str(series_uid), []).append((path, header))
 
@@ -85,9 +89,9 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
         referenced = {uid for uid in series_uids if uid in images}
         referenced |= {instance_series[uid] for uid in instance_uids if uid in instance_series}
         if not series_uids and not instance_uids:
-            rejects[path] = f"{kind} names no referenced series or image"
+            rejects[path] = Reason.of(f"{kind} names no referenced series or image")
         elif not referenced:
-            rejects[path] = f"{kind} references a series that is not in the source"
+            rejects[path] = Reason.of(f"{kind} references a series that is not in the source")
         else:
             for uid in sorted(referenced):
                 (segs if kind == "SEG" else rtstructs).setdefault(uid, []).append(path)
@@ -166,16 +170,15 @@ def known_series(files: list[Path], annotations: list[Path], limits: InputLimits
     """A series that an earlier ``scan`` grouped (``files`` in slice order) with its SEG and
     RTSTRUCT files, rebuilt from one header each instead of scanning it again; ``read_series``
     checks that every file still belongs to it."""
-    changed = "the series' files no longer form one series: the source changed after listing"
-    header, reason = scan_header(files[0], limits) if files else (None, "no files")
+    header, reason = scan_header(files[0], limits) if files else (None, Reason.of("no files"))
     if reason is not None:
-        raise InputRejected(changed)
+        raise InputRejected(SERIES_CHANGED.kind, text=SERIES_CHANGED.text)
     segs, rtstructs = [], []
     for path in annotations:
         annotation, reason = scan_header(path, limits)
         sop_class = str(attribute(annotation, "SOPClassUID", "") or "") if reason is None else ""
         if sop_class not in (*SEG_CLASSES, RTSTRUCT_STORAGE):
-            raise InputRejected(changed)
+            raise InputRejected(SERIES_CHANGED.kind, text=SERIES_CHANGED.text)
         (segs if sop_class in SEG_CLASSES else rtstructs).append(path)
     return DicomSeries(
         series_uid=str(attribute(header, "SeriesInstanceUID")),
@@ -205,7 +208,7 @@ def read_series(series: DicomSeries, limits: InputLimits = DEFAULT_LIMITS) -> Vo
     for path in series.files:
         ds = read_with_pixels(path, limits)
         if str(attribute(ds, "SeriesInstanceUID", "")) != series.series_uid:
-            raise InputRejected("the series' files no longer form one series: the source changed after listing")
+            raise InputRejected(SERIES_CHANGED.kind, text=SERIES_CHANGED.text)
         frames.extend(frames_of(ds, path))
         rows, columns, count, bytes_per_pixel = claimed_size(ds)
         sizes.add((rows, columns))
