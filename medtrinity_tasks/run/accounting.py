@@ -7,7 +7,6 @@ the browser and earlier runs' records), and ``from_json`` reads one back.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, fields
@@ -19,14 +18,6 @@ TOP_REASONS = 5
 """Reasons an error message names, most frequent first."""
 LISTING = "listing"
 """The work record of the inputs a listing rejects before any shard (see ``plan.plan_shards``)."""
-
-
-def reason_kind(reason: str) -> str:
-    """A reason without its particulars, for counting: 'file is missing: a.png' -> 'file is missing',
-    'not a readable image (OSError: ...)' -> 'not a readable image', 'truncated pixel data in
-    file-3f9c...' -> 'truncated pixel data in file'."""
-    reason = re.sub(r"\b(file|series|folder)-[0-9a-f]{24}\b", r"\1", reason)  # de-identification pseudonyms
-    return re.sub(r" \(\w+(: .*)?\)$", "", reason).split(": ", 1)[0]
 
 
 def top_reasons(reasons: Counter) -> str:
@@ -71,8 +62,9 @@ class Counts:
 @dataclass(frozen=True)
 class WorkRecord:
     """A shard's accounting in the store (``work/<shard>.json``), written last: its presence marks the
-    shard finished. ``rejected`` holds ``{"input", "reason"}``, ``quarantined`` ``{"id", "input",
-    "slice_index", "reasons"}``. The listing's record has no engine, reference scores, Data Docs or time."""
+    shard finished. ``rejected`` holds ``{"input", "reason", "kind"}``, ``quarantined`` ``{"id", "input",
+    "slice_index", "reasons", "kinds"}`` (each reason's kind, see ``reasons.Reason``). The listing's record has
+    no engine, reference scores, Data Docs or time."""
 
     source_id: str
     shard_id: str
@@ -101,10 +93,10 @@ class WorkRecord:
         )
 
     def reject_kinds(self) -> Counter:
-        return Counter(reason_kind(r["reason"]) for r in self.rejected)
+        return Counter(r["kind"] for r in self.rejected)
 
     def quarantine_kinds(self) -> Counter:
-        return Counter(reason_kind(reason) for q in self.quarantined for reason in q["reasons"])
+        return Counter(kind for q in self.quarantined for kind in q["kinds"])
 
 
 def by_reason(works: Iterable[WorkRecord]) -> dict:

@@ -14,7 +14,8 @@ from medtrinity_tasks.generation.openai_engine import check_server
 from medtrinity_tasks.generation.vllm_engine import check_vllm
 from medtrinity_tasks.knowledge.retrieval import check_knowledge
 from medtrinity_tasks.phi import clean_reason
-from medtrinity_tasks.run.accounting import LISTING, Counts, WorkRecord, reason_kind, top_reasons
+from medtrinity_tasks.reasons import reject_of
+from medtrinity_tasks.run.accounting import LISTING, Counts, WorkRecord, top_reasons
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.storage import open_store
@@ -113,16 +114,16 @@ def _check_services(settings: Settings, engine: str, dry_run: bool) -> None:
 
 
 def _usable(source_id: str, listed: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The listing's usable inputs, and its rejects as ``{"input", "reason"}``; a listing of rejects
-    only fails here, before the lease: a plan that cannot run leaves the output as it was."""
+    """The listing's usable inputs, and its rejects as ``{"input", "reason", "kind"}``; a listing of
+    rejects only fails here, before the lease: a plan that cannot run leaves the output as it was."""
     rejected = [
-        {"input": item["source_relpath"], "reason": clean_reason(item["reject_reason"])}
+        {"input": item["source_relpath"], "reason": clean_reason(reason.text), "kind": reason.kind}
         for item in listed
-        if item.get("reject_reason")
+        if (reason := reject_of(item))
     ]
     inputs = [item for item in listed if not item.get("reject_reason")]
     if not inputs:
-        reasons = top_reasons(Counter(reason_kind(r["reason"]) for r in rejected))
+        reasons = top_reasons(Counter(r["kind"] for r in rejected))
         raise MedtrinityError(f"source {source_id}: all {len(listed)} input files are rejected: {reasons}")
     return inputs, rejected
 

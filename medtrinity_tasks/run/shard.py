@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from medtrinity_tasks import PIPELINE_VERSION
 from medtrinity_tasks.config import Settings, load_settings
 from medtrinity_tasks.phi import clean_reason, name_aliases, project_logger
+from medtrinity_tasks.reasons import Reason, quarantine_of, quarantined, reject_of, rejected
 from medtrinity_tasks.run.accounting import Counts, ShardSummary, WorkRecord
 from medtrinity_tasks.run.pipeline import build_stages, run_stages
 from medtrinity_tasks.run.plan import Shard
@@ -25,14 +26,14 @@ from medtrinity_tasks.validation.reference import reference_totals, score_refere
 from medtrinity_tasks.validation.report import data_docs_html
 
 log = project_logger(__name__)  # de-identified log lines
-GONE = "no longer in the source: it changed after the run was planned"
+GONE = Reason.of("no longer in the source", "it changed after the run was planned")
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How a shard's rows ended: inputs rejected (key -> reason), records passed and quarantined."""
 
-    rejected: dict[str, str]
+    rejected: dict[str, Reason]
     passed: list[dict]
     quarantined: list[dict]
     reference: dict
@@ -76,28 +77,31 @@ def _inputs(source: SourceEntry, settings: Settings, plan: Shard) -> list[dict]:
     """The shard's inputs, from the source listed again (within the shard's scope where it has one):
     shards name their inputs by key only. An input gone since the plan is a reject."""
     listing = {item["source_relpath"]: item for item in list_inputs(source, settings, plan.scope)}
-    gone = {"reject_reason": GONE}
-    return [dict(listing.get(key) or dict(gone, source_relpath=key), source_id=source.id) for key in plan.inputs]
+    return [
+        dict(listing.get(key) or rejected({"source_relpath": key}, GONE), source_id=source.id) for key in plan.inputs
+    ]
 
 
 def _sort_rows(
     rows: list[dict], source: SourceEntry, run_id: str, stages: list[Stage]
-) -> tuple[dict[str, str], list[dict], list[dict]]:
+) -> tuple[dict[str, Reason], list[dict], list[dict]]:
     """The stages' rows as rejected inputs (key -> de-identified reason), records a stage quarantined,
-    and the records that go to the gate; records get their provenance."""
-    rejected, quarantined, candidates = {}, [], []
+    and the records that go to the gate; records get their provenance. A stage's error message may
+    quote what it read: every reason's text is de-identified here."""
+    rejects, held, candidates = {}, [], []
     for row in rows:
-        if row.get("reject_reason"):
-            rejected[row["source_relpath"]] = clean_reason(row["reject_reason"], name_aliases(row))
-        elif not row.get("id"):  # failed before it became a record: the input is rejected
-            rejected[row["source_relpath"]] = clean_reason("; ".join(row["quarantine_reasons"]), name_aliases(row))
-        else:
+        names, reject, reasons = name_aliases(row), reject_of(row), quarantine_of(row)
+        if reject:
+            rejects[row["source_relpath"]] = reject.reworded(clean_reason(reject.text, names))
+        elif not row.get("id"):  # failed before it became a record: the input is rejected, as its first reason
+            joined = "; ".join(reason.text for reason in reasons)
+            rejects[row["source_relpath"]] = reasons[0].reworded(clean_reason(joined, names))
+        elif reasons:
             row = _with_provenance(row, source, run_id, stages)
-            if row.get("quarantine_reasons"):  # a stage's error message may quote what it read
-                names = name_aliases(row)
-                row["quarantine_reasons"] = [clean_reason(reason, names) for reason in row["quarantine_reasons"]]
-            (quarantined if row.get("quarantine_reasons") else candidates).append(row)
-    return rejected, quarantined, candidates
+            held.append(quarantined(row, [reason.reworded(clean_reason(reason.text, names)) for reason in reasons]))
+        else:
+            candidates.append(_with_provenance(row, source, run_id, stages))
+    return rejects, held, candidates
 
 
 def _with_provenance(row: dict, source: SourceEntry, run_id: str, stages: list[Stage]) -> dict:
@@ -116,7 +120,7 @@ def _with_provenance(row: dict, source: SourceEntry, run_id: str, stages: list[S
 
 
 def _gate(
-    rejected: dict[str, str], stage_quarantined: list[dict], candidates: list[dict], settings: Settings
+    rejects: dict[str, Reason], stage_quarantined: list[dict], candidates: list[dict], settings: Settings
 ) -> Outcome:
     """Reference scores (against the source's human text, where it has any), then the record suite."""
     vocab = catalog_vocabulary(settings)
@@ -124,7 +128,7 @@ def _gate(
     for row, score in zip(candidates, scores, strict=True):
         row["quality"] = dict(row.get("quality") or {}, reference=score)
     passed, gate_quarantined, validation = validate_records(candidates, vocab)
-    return Outcome(rejected, passed, stage_quarantined + gate_quarantined, reference_totals(scores), validation)
+    return Outcome(rejects, passed, stage_quarantined + gate_quarantined, reference_totals(scores), validation)
 
 
 def _counts(plan: Shard, outcome: Outcome) -> Counts:
@@ -165,13 +169,17 @@ def _work_record(plan: Shard, outcome: Outcome, counts: Counts, seconds: float) 
         engine=plan.engine,
         inputs=plan.inputs,
         used=outcome.used,
-        rejected=[{"input": path, "reason": reason} for path, reason in sorted(outcome.rejected.items())],
+        rejected=[
+            {"input": path, "reason": reason.text, "kind": reason.kind}
+            for path, reason in sorted(outcome.rejected.items())
+        ],
         quarantined=[
             {
                 "id": q["id"],
                 "input": q["source_relpath"],
                 "slice_index": q["slice_index"],
                 "reasons": q["quarantine_reasons"],
+                "kinds": q["quarantine_kinds"],
             }
             for q in outcome.quarantined
         ],

@@ -180,6 +180,7 @@ def test_a_bomb_among_good_images_ends_as_a_reject_and_the_accounting_balances(k
             "input": "images/TUM/bomb.png",
             "reason": "image too large: claims 30000 x 30000 pixels, more than the 100000000 allowed "
             "(MEDTRINITY_MAX_IMAGE_PIXELS)",
+            "kind": "image too large",
         }
     ]
     assert manifest["rejected_by_reason"] == {"image too large": 1}

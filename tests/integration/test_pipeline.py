@@ -165,9 +165,8 @@ def test_dataset_json_paths_outside_the_source_are_rejected(samples_dir, inproce
     (root / "dataset.json").write_text(json.dumps(listing))
     result = run_source("synthetic_ct_abdomen", progress=lambda line: None)
     manifest = LocalStore(inprocess["MEDTRINITY_OUTPUT"]).read_json(manifest_key("synthetic_ct_abdomen"))
-    assert {"input": "../../etc/passwd", "reason": "path in dataset.json points outside the source directory"} in (
-        manifest["rejected"]
-    )
+    outside = "path in dataset.json points outside the source directory"
+    assert {"input": "../../etc/passwd", "reason": outside, "kind": outside} in manifest["rejected"]
     assert result["counts"]["inputs"] == result["counts"]["used"] + result["counts"]["rejected"] == 9 + UNLABELLED_CASES
 
 
