@@ -96,8 +96,9 @@ from medtrinity_tasks.run.plan import plan_shards
 from medtrinity_tasks.run.publish import gate_source, publish_source
 from medtrinity_tasks.run.shard import process_shard
 from medtrinity_tasks.sources.catalog import get_source
-from medtrinity_tasks.sources.readers import read_nifti
-from medtrinity_tasks.sources.samples import write_ct_abdomen, write_ct_dicom
+from medtrinity_tasks.sources.readers.nifti import read_nifti
+from medtrinity_tasks.sources.samples.ct import write_ct_abdomen
+from medtrinity_tasks.sources.samples.dicom import write_ct_dicom
 
 
 def bare_nifti(root: Path, roi_values: list[int], context: int, window) -> int:

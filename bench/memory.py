@@ -39,7 +39,7 @@ print(json.dumps({"peak_mb": peak_kb / 1024, "counts": result["counts"]}))
 
 
 def measure(images: int, tmp: Path) -> dict:
-    from medtrinity_tasks.sources.samples import write_dermoscopy
+    from medtrinity_tasks.sources.samples.planar import write_dermoscopy
 
     samples, output = tmp / f"samples-{images}", tmp / f"output-{images}"
     write_dermoscopy(samples, cases=images, size=SIZE)
