@@ -44,7 +44,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from medtrinity_tasks.config import load_settings
-    from medtrinity_tasks.generation.openai_engine import OpenAIDescription, response_format
+    from medtrinity_tasks.generation.openai_engine import ChatConfig, OpenAIDescription, response_format
     from medtrinity_tasks.generation.prompt import render
     from medtrinity_tasks.knowledge.index import DEMO_CORPUS
     from tests.support.records import engine_rows
@@ -56,8 +56,7 @@ def main() -> None:
         passages = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines()[1:6]]
         knowledge = [{"id": p["id"], "title": p["title"], "text": p["content"], "score": 1.0} for p in passages]
         records = [dict(row, knowledge=knowledge) for row in engine_rows(RECORDS)]
-        settings = replace(
-            load_settings(),
+        settings = load_settings().with_changes(
             llm_url=url,
             llm_response_format="json_object",
             prompt_image="none",
@@ -81,7 +80,13 @@ def main() -> None:
                 list(pool.map(lambda body: client.post("/chat/completions", json=body).raise_for_status(), bodies))
             return time.perf_counter() - started
 
-        stages = {n: OpenAIDescription(replace(settings, llm_concurrency=n)) for n in (1, 4)}
+        chat = ChatConfig.from_settings(settings)
+        stages = {
+            n: OpenAIDescription(
+                replace(chat, concurrency=n), knowledge_tokens=settings.knowledge_tokens, prompt_image="none"
+            )
+            for n in (1, 4)
+        }
         for stage in stages.values():
             stage.setup()
 

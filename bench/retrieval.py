@@ -35,7 +35,7 @@ logging.basicConfig(level=logging.WARNING)
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.knowledge.embeddings import DenseEncoder
-from medtrinity_tasks.knowledge.index import DEMO_CORPUS, index_corpus, knowledge_client
+from medtrinity_tasks.knowledge.index import DEMO_CORPUS, KnowledgeConfig, index_corpus, knowledge_client
 from medtrinity_tasks.knowledge.retrieval import MODES, search
 
 REPEATS = 3
@@ -57,11 +57,12 @@ def main() -> None:
     built = index_corpus(None, "demo", settings)
     queries = [json.loads(line) for line in (DEMO_CORPUS.parent / "queries.jsonl").read_text().splitlines() if line]
     print(f"indexed {built['points_in_collection']} passages; {len(queries)} labelled queries")
-    encoder = DenseEncoder(settings)
+    knowledge = KnowledgeConfig.from_settings(settings)
+    encoder = DenseEncoder(knowledge.embedding_model)
     results, qps = {}, {}
-    with knowledge_client(settings) as client:
+    with knowledge_client(knowledge) as client:
         for mode in MODES:
-            found = search(client, settings.knowledge_collection, encoder, [q["query"] for q in queries], 10, mode)
+            found = search(client, knowledge.collection, encoder, [q["query"] for q in queries], 10, mode)
             results[mode] = scores(queries, found)
             by_kind = defaultdict(list)
             for query, passages in zip(queries, found, strict=True):
@@ -74,7 +75,7 @@ def main() -> None:
             for _ in range(REPEATS):
                 started = time.perf_counter()
                 for query in queries:
-                    search(client, settings.knowledge_collection, encoder, [query["query"]], 10, mode)
+                    search(client, knowledge.collection, encoder, [query["query"]], 10, mode)
                 best = min(best, time.perf_counter() - started)
             qps[mode] = len(queries) / best
             r = results[mode]

@@ -42,13 +42,13 @@ def main() -> None:
     from medtrinity_tasks.config import load_settings
     from medtrinity_tasks.preprocess.images import decode_png
     from medtrinity_tasks.roi.bundle import MonaiBundle
-    from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
+    from medtrinity_tasks.roi.experts import DescribeRois, ExpertConfig, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
     from medtrinity_tasks.roi.training import CHANNELS, SAMPLE_EXPERT, sample_slices
     from medtrinity_tasks.sources.catalog import get_source
     from medtrinity_tasks.stages.ray_runner import ensure_ray, run_ray
 
-    settings = replace(load_settings(), ray_num_cpus=2)
+    settings = load_settings().with_changes(ray_num_cpus=2)
     images, labels, records = sample_slices(cases=4, first_case=8, seed=11)
     model = MonaiBundle(settings.models_dir / SAMPLE_EXPERT)
     batch = settings.expert_batch_size
@@ -69,6 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ensure_ray(settings)
     source = get_source("synthetic_ct_abdomen", settings)
+    expert = expert_for(source, settings)
 
     def bare_seconds() -> float:
         started = time.perf_counter()
@@ -78,10 +79,9 @@ def main() -> None:
         return time.perf_counter() - started
 
     def stage_seconds(actors: int, rows: list[dict]) -> tuple[float, list[dict]]:
-        stage_settings = replace(settings, expert_actors=actors)
-        stage = ExpertRois(source, expert_for(source, stage_settings), stage_settings)
+        stage = ExpertRois(source, expert, replace(ExpertConfig.from_settings(expert, settings), actors=actors))
         started = time.perf_counter()
-        out = run_ray([stage], rows, stage_settings)
+        out = run_ray([stage], rows, settings)
         seconds = time.perf_counter() - started
         assert len(out) == len(rows) and not any(r.get("quarantine_reasons") for r in out)
         assert sum(bool(r["rois"]) for r in out) >= len(rows) // 2, "the expert found regions on most slices"
@@ -106,7 +106,7 @@ def main() -> None:
         whole[actors] = len(large) / best_large
         print(f"{actors} actor(s): {marginal[actors]:.1f} images/s per image, {startup[actors]:.1f} s per run")
     print(f"bare forward pass: {bare:.1f} images/s")
-    describer = DescribeRois(source, expert_for(source, settings))
+    describer = DescribeRois(source, expert)
     started = time.perf_counter()
     described = describer(out)
     describe_rate = len(out) / (time.perf_counter() - started)

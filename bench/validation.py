@@ -124,7 +124,7 @@ def main() -> None:
         for writer in SAMPLE_SOURCES.values():
             writer(settings.samples_dir, cases=CASES)
         index_corpus(None, "demo", settings)
-        encoder = DenseEncoder(settings)
+        encoder = DenseEncoder(settings.embedding_model)
         ensure_ray(settings)
         run_pipeline(str(TMP / "warmup"), ("synthetic_chest_xray",))  # untimed: Ray's workers, the suite
 

@@ -128,14 +128,14 @@ def _knowledge_index(args) -> None:
 
 def _knowledge_search(args) -> None:
     from medtrinity_tasks.knowledge.embeddings import DenseEncoder
-    from medtrinity_tasks.knowledge.index import check_collection, knowledge_client
+    from medtrinity_tasks.knowledge.index import KnowledgeConfig, check_collection, knowledge_client
     from medtrinity_tasks.knowledge.retrieval import search
 
-    settings = load_settings()
-    encoder = DenseEncoder(settings)
-    with knowledge_client(settings) as client:
-        check_collection(client, settings, encoder)
-        (passages,) = search(client, settings.knowledge_collection, encoder, [args.query], args.k, mode=args.mode)
+    knowledge = KnowledgeConfig.from_settings(load_settings())
+    encoder = DenseEncoder(knowledge.embedding_model)
+    with knowledge_client(knowledge) as client:
+        check_collection(client, knowledge, encoder)
+        (passages,) = search(client, knowledge.collection, encoder, [args.query], args.k, mode=args.mode)
     for rank, passage in enumerate(passages, 1):
         print(f"{rank:2}. {passage['score']:.4f} {passage['corpus']}/{passage['id']}: {passage['title']}")
 

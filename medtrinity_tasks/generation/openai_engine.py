@@ -16,12 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
-from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
+from medtrinity_tasks.generation.prompt import FACT_COLUMNS, OUTPUT_SCHEMA, PROMPT_VERSION, render
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.stages.base import Resources, Stage
 
@@ -29,15 +30,47 @@ BACKOFF_S = 0.5
 """The first retry's wait; each later one waits twice as long."""
 
 
-def check_server(settings: Settings) -> None:
-    """Fail now, naming the URL and how to start a server, if the endpoint does not answer."""
+@dataclass(frozen=True)
+class ChatConfig:
+    """One OpenAI-compatible endpoint and how an actor uses it: what the ``openai`` engine and the judge
+    take of the settings."""
+
+    url: str
+    model: str
+    """The model name sent with each request."""
+    response_format: str
+    """How the answer's JSON schema is asked for (``response_format``'s dialects)."""
+    max_tokens: int
+    timeout_s: float
+    retries: int
+    concurrency: int
+    """Requests in flight per actor."""
+    qps: float
+    """Request starts per second per actor; 0: no limit."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChatConfig:
+        return cls(
+            url=settings.llm_url,
+            model=settings.llm_model,
+            response_format=settings.llm_response_format,
+            max_tokens=settings.llm_max_tokens,
+            timeout_s=settings.llm_timeout_s,
+            retries=settings.llm_retries,
+            concurrency=settings.llm_concurrency,
+            qps=settings.llm_qps,
+        )
+
+
+def check_server(url: str) -> None:
+    """Fail now, naming the URL and how to start a server, if the endpoint at ``url`` does not answer."""
     import httpx
 
     try:
-        httpx.get(f"{settings.llm_url}/models", timeout=10).raise_for_status()
+        httpx.get(f"{url}/models", timeout=10).raise_for_status()
     except httpx.HTTPError as exc:
         raise EngineUnavailable(
-            f"no OpenAI-compatible server answers at {settings.llm_url} ({type(exc).__name__}: {exc}); start one "
+            f"no OpenAI-compatible server answers at {url} ({type(exc).__name__}: {exc}); start one "
             "(vLLM: `vllm serve MODEL`; llama.cpp: `python -m llama_cpp.server --model FILE.gguf`) or set "
             "MEDTRINITY_LLM_URL"
         ) from None
@@ -73,26 +106,26 @@ class ChatClient:
     the QPS limit across threads, each request retried with exponential backoff on connection
     errors, time-outs and server errors (a 4xx is the request's fault and is not retried)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, config: ChatConfig):
         import httpx
 
-        check_server(settings)
-        self.settings = settings
-        self.client = httpx.Client(base_url=settings.llm_url, timeout=settings.llm_timeout_s)
-        self.rate = _RateLimit(settings.llm_qps)
+        check_server(config.url)
+        self.config = config
+        self.client = httpx.Client(base_url=config.url, timeout=config.timeout_s)
+        self.rate = _RateLimit(config.qps)
 
     def complete(self, messages: list[dict], schema: dict, name: str = "description") -> dict:
         """The server's reply to ``messages``, its answer asked for as JSON matching ``schema``."""
         import httpx
 
         body = {
-            "model": self.settings.llm_model,
+            "model": self.config.model,
             "messages": messages,
-            "max_tokens": self.settings.llm_max_tokens,
+            "max_tokens": self.config.max_tokens,
             "temperature": 0.0,
-            "response_format": response_format(self.settings.llm_response_format, schema, name),
+            "response_format": response_format(self.config.response_format, schema, name),
         }
-        for attempt in range(self.settings.llm_retries + 1):
+        for attempt in range(self.config.retries + 1):
             self.rate.wait()
             try:
                 response = self.client.post("/chat/completions", json=body)
@@ -102,7 +135,7 @@ class ChatClient:
                 error = httpx.HTTPStatusError(f"server error {response.status_code}", request=None, response=response)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 error = exc
-            if attempt < self.settings.llm_retries:
+            if attempt < self.config.retries:
                 time.sleep(BACKOFF_S * 2**attempt)
         raise error
 
@@ -114,15 +147,15 @@ class ChatStage(Stage):
     batch_size = 16
     resources = Resources(cpus=0.5)  # waits on the server
 
-    def __init__(self, settings: Settings):
-        response_format(settings.llm_response_format)  # a wrong setting fails when the stage is built
-        self.settings = settings
+    def __init__(self, chat: ChatConfig):
+        response_format(chat.response_format)  # a wrong setting fails when the stage is built
+        self.chat_config = chat
 
     def setup(self) -> None:
-        self.chat = ChatClient(self.settings)
+        self.chat = ChatClient(self.chat_config)
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
-        with ThreadPoolExecutor(max_workers=self.settings.llm_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.chat_config.concurrency) as pool:
             return list(pool.map(self.answer, rows))
 
     def answer(self, row: dict) -> dict:
@@ -132,10 +165,19 @@ class ChatStage(Stage):
 class OpenAIDescription(ChatStage):
     name = "generate_openai"
     version = PROMPT_VERSIONS["openai"]
+    reads = ("image", *FACT_COLUMNS)
+    reads_if_present = ("knowledge",)
+    writes = ("description", "description_text", "generator")
+
+    def __init__(self, chat: ChatConfig, *, knowledge_tokens: int, prompt_image: str):
+        """``knowledge_tokens``: the most passage text a prompt carries; ``prompt_image``: the image in the
+        prompt (``prompt.IMAGE_MODES``)."""
+        super().__init__(chat)
+        self.knowledge_tokens, self.prompt_image = knowledge_tokens, prompt_image
 
     def answer(self, row: dict) -> dict:
         started = time.monotonic()
-        messages = render(row, self.settings.knowledge_tokens, self.settings.prompt_image)
+        messages = render(row, self.knowledge_tokens, self.prompt_image)
         try:
             reply = self.chat.complete(messages, OUTPUT_SCHEMA)
         except Exception as exc:  # retried and still failing: this record only
@@ -144,7 +186,7 @@ class OpenAIDescription(ChatStage):
         usage = reply.get("usage") or {}
         generator = {
             "engine": "openai",
-            "model": reply.get("model") or self.settings.llm_model,
+            "model": reply.get("model") or self.chat_config.model,
             "prompt_version": PROMPT_VERSION,
             "tokens_in": usage.get("prompt_tokens"),
             "tokens_out": usage.get("completion_tokens"),

@@ -51,6 +51,8 @@ SYSTEM = (
     + "."
 )
 ROI_FACTS = ("label", "location", "organ_location", "size", "shape", "margin", "texture", "area_fraction")
+FACT_COLUMNS = ("modality", "organ", "coarse_caption", "anatomy", "diseases", "rois")
+"""The record's columns ``facts`` reads; ``render`` reads the ``image`` too, and the ``knowledge`` where it has any."""
 
 
 def facts(row: dict) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.preprocess.captions import image_kind, join_words
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
@@ -113,9 +112,12 @@ def description_text(sections: dict[str, str]) -> str:
 class TemplateDescription(Stage):
     name = "generate_template"
     version = PROMPT_VERSIONS["template"]
-
-    def __init__(self, settings: Settings | None = None):
-        """Takes the settings as every engine's stage does; it needs none."""
+    reads = (
+        "modality", "sequence", "axis", "patient_orientation", "spacing_mm", "anatomy", "organ", "rois",
+        "image_labels", "diseases",
+    )  # fmt: skip
+    reads_if_present = ("knowledge",)
+    writes = ("description", "description_text", "knowledge", "generator")
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         out = []

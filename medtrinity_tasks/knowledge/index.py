@@ -18,13 +18,15 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import KnowledgeUnavailable
 from medtrinity_tasks.knowledge.corpus import Chunk, CorpusReader
-from medtrinity_tasks.knowledge.embeddings import INSTALL_HINT, DenseEncoder, bm25_document
+from medtrinity_tasks.knowledge.embeddings import DenseEncoder, bm25_document
 from medtrinity_tasks.phi import project_logger
+from medtrinity_tasks.stages.base import Requirement, require
 
 log = project_logger(__name__)  # de-identified log lines
 DENSE, SPARSE = "dense", "bm25"
@@ -33,30 +35,54 @@ BM25_VERSION = "bm25-k1.2-b0.75-avg100-s-stemmer"
 ID_NAMESPACE = uuid.UUID("6b0c52a4-3f1e-4d55-9a57-5e2f3c8d1a10")
 LOCK_WAIT_S = 120
 DEMO_CORPUS = Path(__file__).parent / "demo" / "corpus.jsonl"
+QDRANT_CLIENT = Requirement("qdrant_client", "knowledge", KnowledgeUnavailable, "qdrant-client")
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """Where the knowledge base is and the sentence model it was built with: what searching it takes of the
+    settings."""
+
+    qdrant_url: str | None
+    """A Qdrant server; None: the local store in ``store_dir``."""
+    qdrant_api_key: str | None = field(repr=False)
+    store_dir: Path
+    collection: str
+    embedding_model: Path | None
+    """A local sentence-transformers directory; None: the packaged MiniLM."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KnowledgeConfig:
+        return cls(
+            qdrant_url=settings.qdrant_url,
+            qdrant_api_key=settings.qdrant_api_key,
+            store_dir=settings.knowledge_dir,
+            collection=settings.knowledge_collection,
+            embedding_model=settings.embedding_model,
+        )
 
 
 def point_id(corpus: str, chunk_id: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{corpus}/{chunk_id}"))
 
 
-def where(settings: Settings) -> str:
-    return settings.qdrant_url or f"the local store {settings.knowledge_dir}"
+def where(knowledge: KnowledgeConfig) -> str:
+    return knowledge.qdrant_url or f"the local store {knowledge.store_dir}"
 
 
 @contextlib.contextmanager
-def knowledge_client(settings: Settings, *, write: bool = False) -> Iterator:
+def knowledge_client(knowledge: KnowledgeConfig, *, write: bool = False) -> Iterator:
     """A client of the server, or of the local store (the directory itself to write, a private copy to read)."""
-    try:
-        from qdrant_client import QdrantClient
-    except ImportError:
-        raise KnowledgeUnavailable(f"the knowledge base needs qdrant-client: {INSTALL_HINT}") from None
-    if settings.qdrant_url:
-        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=30)
+    require("the knowledge base", [QDRANT_CLIENT])
+    from qdrant_client import QdrantClient
+
+    if knowledge.qdrant_url:
+        client = QdrantClient(url=knowledge.qdrant_url, api_key=knowledge.qdrant_api_key, timeout=30)
         try:
             client.get_collections()
         except Exception as exc:
             raise KnowledgeUnavailable(
-                f"Qdrant at {settings.qdrant_url} is not reachable ({type(exc).__name__}: {exc}); start the server "
+                f"Qdrant at {knowledge.qdrant_url} is not reachable ({type(exc).__name__}: {exc}); start the server "
                 f"(e.g. docker run -p 6333:6333 qdrant/qdrant) or unset QDRANT_URL to use the local store"
             ) from None
         try:
@@ -64,7 +90,7 @@ def knowledge_client(settings: Settings, *, write: bool = False) -> Iterator:
         finally:
             client.close()
         return
-    folder = settings.knowledge_dir
+    folder = knowledge.store_dir
     with contextlib.ExitStack() as stack:
         if write:
             folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +99,7 @@ def knowledge_client(settings: Settings, *, write: bool = False) -> Iterator:
             path = folder
         else:
             copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medtrinity-knowledge-")))
-            _copy_collection(folder, settings.knowledge_collection, copy)
+            _copy_collection(folder, knowledge.collection, copy)
             path = copy
         try:
             client = QdrantClient(path=str(path))
@@ -115,12 +141,12 @@ def _copy_collection(folder: Path, collection: str, copy: Path) -> None:
         ) from None
 
 
-def check_collection(client, settings: Settings, encoder: DenseEncoder) -> None:
+def check_collection(client, knowledge: KnowledgeConfig, encoder: DenseEncoder) -> None:
     """Refuse a collection the encoders here cannot search: missing, or built with another model."""
-    name = settings.knowledge_collection
+    name = knowledge.collection
     if not client.collection_exists(name):
         raise KnowledgeUnavailable(
-            f"no knowledge collection {name!r} at {where(settings)}: build it with `medtrinity knowledge index` "
+            f"no knowledge collection {name!r} at {where(knowledge)}: build it with `medtrinity knowledge index` "
             "or the medtrinity_knowledge_index DAG"
         )
     params = client.get_collection(name).config
@@ -129,11 +155,11 @@ def check_collection(client, settings: Settings, encoder: DenseEncoder) -> None:
     fix = "rebuild it with `medtrinity knowledge index --recreate`, or choose another MEDTRINITY_KNOWLEDGE_COLLECTION"
     if not isinstance(vectors, dict) or DENSE not in vectors or SPARSE not in sparse:
         raise KnowledgeUnavailable(
-            f"collection {name!r} at {where(settings)} lacks the {DENSE!r} and {SPARSE!r} vectors: {fix}"
+            f"collection {name!r} at {where(knowledge)} lacks the {DENSE!r} and {SPARSE!r} vectors: {fix}"
         )
     if vectors[DENSE].size != encoder.size:
         raise KnowledgeUnavailable(
-            f"collection {name!r} at {where(settings)} holds {vectors[DENSE].size}-dimensional vectors but the "
+            f"collection {name!r} at {where(knowledge)} holds {vectors[DENSE].size}-dimensional vectors but the "
             f"embedding model {encoder.name} makes {encoder.size}: set MEDTRINITY_EMBEDDING_MODEL to the model it "
             f"was built with ({metadata.get('dense_model', 'not recorded')}), or {fix}"
         )
@@ -143,10 +169,10 @@ def check_collection(client, settings: Settings, encoder: DenseEncoder) -> None:
         )
 
 
-def _ensure_collection(client, settings: Settings, encoder: DenseEncoder, recreate: bool) -> None:
+def _ensure_collection(client, knowledge: KnowledgeConfig, encoder: DenseEncoder, recreate: bool) -> None:
     from qdrant_client import models
 
-    name = settings.knowledge_collection
+    name = knowledge.collection
     if recreate and client.collection_exists(name):
         client.delete_collection(name)
     if not client.collection_exists(name):
@@ -156,7 +182,7 @@ def _ensure_collection(client, settings: Settings, encoder: DenseEncoder, recrea
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={"dense_model": encoder.name, "sparse": BM25_VERSION},
         )
-    check_collection(client, settings, encoder)
+    check_collection(client, knowledge, encoder)
 
 
 def corpus_path(location: str | None, corpus: str, settings: Settings) -> Path:
@@ -186,11 +212,12 @@ def index_corpus(
     """Index (or refresh) one corpus from a path or URI, and report what happened to every document."""
     started = time.monotonic()
     reader = CorpusReader(corpus_path(location, corpus, settings), corpus=corpus, fmt=fmt)
-    encoder = DenseEncoder(settings)
+    knowledge = KnowledgeConfig.from_settings(settings)
+    encoder = DenseEncoder(knowledge.embedding_model)
     counts = Counter()
-    with knowledge_client(settings, write=True) as client:
-        _ensure_collection(client, settings, encoder, recreate)
-        name = settings.knowledge_collection
+    with knowledge_client(knowledge, write=True) as client:
+        _ensure_collection(client, knowledge, encoder, recreate)
+        name = knowledge.collection
         for batch in _batched(reader, batch_size):
             counts["chunks"] += len(batch)
             counts["indexed"] += _upsert_changed(client, name, encoder, batch)
@@ -199,8 +226,8 @@ def index_corpus(
         points = client.count(name, exact=True).count
     result = {
         "corpus": corpus,
-        "collection": settings.knowledge_collection,
-        "where": where(settings),
+        "collection": knowledge.collection,
+        "where": where(knowledge),
         "documents": reader.documents,
         "chunks": counts["chunks"],
         "indexed": counts["indexed"],

@@ -12,8 +12,15 @@ import contextlib
 import re
 
 from medtrinity_tasks.config import Settings
-from medtrinity_tasks.knowledge.embeddings import DenseEncoder, bm25_query
-from medtrinity_tasks.knowledge.index import DENSE, SPARSE, check_collection, knowledge_client
+from medtrinity_tasks.knowledge.embeddings import SENTENCE_TRANSFORMERS, DenseEncoder, bm25_query
+from medtrinity_tasks.knowledge.index import (
+    DENSE,
+    QDRANT_CLIENT,
+    SPARSE,
+    KnowledgeConfig,
+    check_collection,
+    knowledge_client,
+)
 from medtrinity_tasks.stages.base import Resources, Stage
 
 MODES = ("dense", "sparse", "hybrid")
@@ -107,8 +114,9 @@ def _passage(point) -> dict:
 
 def check_knowledge(settings: Settings) -> None:
     """Fail now, with what to do, if the records' knowledge base cannot be searched."""
-    with knowledge_client(settings) as client:
-        check_collection(client, settings, DenseEncoder(settings))
+    knowledge = KnowledgeConfig.from_settings(settings)
+    with knowledge_client(knowledge) as client:
+        check_collection(client, knowledge, DenseEncoder(knowledge.embedding_model))
 
 
 class RetrieveKnowledge(Stage):
@@ -120,25 +128,24 @@ class RetrieveKnowledge(Stage):
     batch_size = 32
     resources = Resources(cpus=1.0)
     max_actors = 1
+    reads = ("coarse_caption", "rois", "diseases")
+    writes = ("knowledge",)
+    requires = (SENTENCE_TRANSFORMERS, QDRANT_CLIENT)
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, knowledge: KnowledgeConfig, *, top_k: int, tokens: int):
+        """``top_k`` passages are retrieved per record, and kept within ``tokens`` (words and punctuation)."""
+        self.knowledge = knowledge
+        self.top_k, self.tokens = top_k, tokens
 
     def setup(self) -> None:
-        self.encoder = DenseEncoder(self.settings)
+        self.encoder = DenseEncoder(self.knowledge.embedding_model)
         self._held = contextlib.ExitStack()  # the client (and a local store's copy) live as long as the worker
-        self.client = self._held.enter_context(knowledge_client(self.settings))
-        check_collection(self.client, self.settings, self.encoder)
+        self.client = self._held.enter_context(knowledge_client(self.knowledge))
+        check_collection(self.client, self.knowledge, self.encoder)
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
-        found = search(
-            self.client,
-            self.settings.knowledge_collection,
-            self.encoder,
-            [record_query(row) for row in rows],
-            self.settings.knowledge_top_k,
-        )
+        queries = [record_query(row) for row in rows]
+        found = search(self.client, self.knowledge.collection, self.encoder, queries, self.top_k)
         return [
-            dict(row, knowledge=within_budget(passages, self.settings.knowledge_tokens))
-            for row, passages in zip(rows, found, strict=True)
+            dict(row, knowledge=within_budget(passages, self.tokens)) for row, passages in zip(rows, found, strict=True)
         ]

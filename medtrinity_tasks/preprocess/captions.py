@@ -50,6 +50,8 @@ def coarse_caption(row: dict, source: SourceEntry) -> str:
 class CoarseCaption(Stage):
     name = "coarse_caption"
     version = "1"
+    reads = ("axis", "sequence", "anatomy", "rois", "image_labels")
+    writes = ("coarse_caption",)
 
     def __init__(self, source: SourceEntry):
         self.source = source

@@ -3,12 +3,11 @@ naming files by pseudonym."""
 
 from __future__ import annotations
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import scrub
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.sources.catalog import SourceEntry
-from medtrinity_tasks.sources.deid import file_aliases, salt_for
+from medtrinity_tasks.sources.deid import file_aliases
 
 
 class DicomSeriesSlicer(VolumeSlicer):
@@ -18,10 +17,12 @@ class DicomSeriesSlicer(VolumeSlicer):
 
     name = "slice_dicom_series"
     version = "1"
+    reads = (*VolumeSlicer.reads, "member_files")
 
-    def __init__(self, source: SourceEntry, settings: Settings, *, expert_follows: bool):
-        super().__init__(source, settings, expert_follows=expert_follows)
-        self.salt = salt_for(source, settings)
+    def __init__(self, source: SourceEntry, *, salt: str, **slicing):
+        """``salt``: the source's pseudonym salt (``deid.salt_for``); ``slicing``: ``VolumeSlicer``'s parameters."""
+        super().__init__(source, **slicing)
+        self.salt = salt
 
     def rows_for(self, row: dict) -> list[dict]:
         try:

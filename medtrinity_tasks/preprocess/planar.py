@@ -4,9 +4,10 @@ catalog entry states one)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
@@ -33,15 +34,19 @@ class PlanarImageLoader(InputStage):
     name = "load_images"
     version = "1"
     batch_size = 16  # 2D images are small: several per task
+    reads = ("source_relpath", "file_relpath", "label_relpath", "annotation_boxes")
+    writes = (
+        "id", "modality", "image", "width", "height", "axis", "slice_index", "spacing_mm", "patient_orientation",
+        "label_slice", "annotation_boxes",
+    )  # fmt: skip
 
-    def __init__(self, source: SourceEntry, settings: Settings, *, expert_follows: bool):
-        """``expert_follows`` is taken as by every first stage and changes nothing here: a 2D image without
-        annotations is a record whether or not an expert follows (its class labels, boxes or none say what it
-        shows), where a volume without annotations is rejected unless an expert will label it."""
+    def __init__(self, source: SourceEntry, *, root: Path, image_size: int, limits: InputLimits):
+        """As ``VolumeSlicer``'s parameters of the same names. A 2D image without annotations is a record whether
+        or not an expert follows (its class labels, boxes or none say what it shows)."""
         self.source = source
-        self.root = source.location_path(settings)
-        self.image_size = settings.image_size
-        self.limits = InputLimits.of(settings)
+        self.root = root
+        self.image_size = image_size
+        self.limits = limits
         self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
         """Pixels as stored (2D image files), or in modality units (single DICOM images), with the mask if any."""
 
@@ -67,6 +72,7 @@ class PlanarImageLoader(InputStage):
             height=height,
             axis="image",
             slice_index=0,
+            spacing_mm=None,  # a 2D image's pixels have no physical size here: sizes are given in pixels
             patient_orientation=self.source.patient_orientation,
             label_slice=np.ascontiguousarray(mask, dtype="<u2").tobytes(),
             annotation_boxes=[

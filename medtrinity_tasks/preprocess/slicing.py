@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.images import encode_png, fit_within, window_to_uint8
 from medtrinity_tasks.records import record_id
@@ -65,21 +66,34 @@ class VolumeSlicer(InputStage):
     name = "slice_volumes"
     version = "1"
     batch_size = 1  # one volume per task: volumes are read and sliced in parallel
+    reads = ("source_relpath", "file_relpath", "label_relpath", "annotation_files", "sequence")
+    writes = (
+        "id", "modality", "sequence", "image", "width", "height", "axis", "slice_index", "spacing_mm",
+        "patient_orientation", "label_slice",
+    )  # fmt: skip
 
-    def __init__(self, source: SourceEntry, settings: Settings, *, expert_follows: bool):
-        """``expert_follows``: an expert stage follows that labels images without annotations, so volumes without
-        any are sliced for it instead of rejected."""
+    def __init__(
+        self,
+        source: SourceEntry,
+        *,
+        root: Path,
+        image_size: int,
+        context_slices: int,
+        unannotated_slices: int,
+        limits: InputLimits,
+    ):
+        """``root``: the staged source's directory; ``image_size``: the longest side of an output image (0: kept);
+        ``context_slices``: slices without a lesion kept per volume, unless the catalog entry sets its own;
+        ``unannotated_slices``: slices kept of a volume without annotations for the expert that follows (0: no
+        expert follows, and such a volume is rejected); ``limits``: what one input may claim before it is decoded."""
         self.source = source
-        self.root = source.location_path(settings)
-        self.image_size = settings.image_size
-        self.limits = InputLimits.of(settings)
+        self.root = root
+        self.image_size = image_size
+        self.limits = limits
         self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
-        self.context = (
-            source.slicing.context_slices if source.slicing.context_slices is not None else settings.context_slices
-        )
+        self.context = source.slicing.context_slices if source.slicing.context_slices is not None else context_slices
         self.roi_values = source.roi_values()
-        self.unannotated_slices = settings.unannotated_slices if expert_follows else 0
-        """Slices kept of a volume without annotations, for the expert that follows; 0 (no expert) rejects it."""
+        self.unannotated_slices = unannotated_slices
 
     def channels(self, row: dict, image: Volume) -> list[tuple[str | None, np.ndarray]]:
         """(sequence name, 3D voxels) per channel: one for a 3D image, each channel of a 4D one."""

@@ -24,6 +24,11 @@ class AnnotationRois(Stage):
 
     name = "annotation_rois"
     version = "1"
+    reads = (
+        "image", "width", "height", "label_slice", "annotation_boxes", "image_labels", "patient_orientation",
+        "spacing_mm",
+    )  # fmt: skip
+    writes = ("rois", "anatomy", "organ", "diseases", "label_slice")
 
     def __init__(self, source: SourceEntry):
         self.source = source

@@ -15,18 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from medtrinity_tasks.errors import ExpertUnavailable
+from medtrinity_tasks.stages.base import Requirement
 
 BUNDLE_FILES = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
-INSTALL_HINT = "pip install 'medtrinity-tasks[experts]' (torch and monai)"
-
-
-def require_torch_monai():
-    try:
-        import monai  # noqa: F401
-        import torch
-    except ImportError as exc:
-        raise ImportError(f"MONAI bundle experts need torch and monai: {INSTALL_HINT}") from exc
-    return torch
+MONAI_REQUIRES = (
+    Requirement("torch", "experts", ExpertUnavailable),
+    Requirement("monai", "experts", ExpertUnavailable),
+)
+"""What loading and running a MONAI bundle imports, which only the experts extra installs."""
 
 
 class MonaiBundle:
@@ -41,7 +37,7 @@ class MonaiBundle:
                 "configs/metadata.json, configs/inference.json (network_def) and models/model.pt (the state "
                 "dict); copy one there, or for the sample expert run `medtrinity experts train-sample`"
             )
-        torch = require_torch_monai()
+        import torch
         from monai.bundle import ConfigParser
         from monai.inferers import SimpleInferer
 

@@ -3,7 +3,7 @@ precedence: an expert only looks at records whose input came without any annotat
 no boxes, no SEG or RTSTRUCT), and each ROI it adds names its origin and model version.
 
 The stage runs as a Ray actor pool (``setup`` loads the bundle once per actor), with the GPUs per
-actor, the pool size and the batch size from settings. A batch that fails is quarantined with the
+actor, the pool size and the batch size from its ``ExpertConfig``. A batch that fails is quarantined with the
 reason by the stage base class; an out-of-memory error first halves the batch, so only the images
 that cannot fit on their own are quarantined.
 
@@ -15,6 +15,9 @@ about a quarter of the sample expert's forward pass).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from medtrinity_tasks.config import Settings
@@ -22,6 +25,7 @@ from medtrinity_tasks.errors import ExpertUnavailable
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.roi import rle
+from medtrinity_tasks.roi.bundle import BUNDLE_FILES, MONAI_REQUIRES
 from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
 from medtrinity_tasks.roi.registry import ExpertEntry, unannotated
 from medtrinity_tasks.sources.catalog import SourceEntry
@@ -37,18 +41,34 @@ def _is_out_of_memory(exc: Exception) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+@dataclass(frozen=True)
+class ExpertConfig:
+    """How an expert runs: where its bundle is, GPUs per actor, images per forward pass, actors per shard."""
+
+    bundle_root: Path
+    gpus: float
+    batch_size: int
+    actors: int
+
+    @classmethod
+    def from_settings(cls, expert: ExpertEntry, settings: Settings) -> ExpertConfig:
+        return cls(
+            expert.bundle_path(settings), settings.expert_gpus, settings.expert_batch_size, settings.expert_actors
+        )
+
+
 class ExpertRois(Stage):
     """Adds the expert's ROIs (and their organs and diseases) to records without annotations."""
 
     name = "expert_rois"
     version = "1"
+    reads = ("image", "label_relpath", "annotation_boxes", "annotation_files")
+    writes = ("rois",)
+    requires = MONAI_REQUIRES
 
-    def __init__(self, source: SourceEntry, expert: ExpertEntry, settings: Settings):
-        from medtrinity_tasks.roi.bundle import BUNDLE_FILES, require_torch_monai
-
-        require_torch_monai()  # a missing optional dependency is an error now, with the pip hint
+    def __init__(self, source: SourceEntry, expert: ExpertEntry, config: ExpertConfig):
         self.source, self.expert = source, expert
-        self.bundle_root = expert.bundle_path(settings)
+        self.bundle_root = config.bundle_root
         missing = [name for name in BUNDLE_FILES if not (self.bundle_root / name).is_file()]
         if missing:  # fail before any actor starts, naming the directory
             raise ExpertUnavailable(
@@ -56,9 +76,9 @@ class ExpertRois(Stage):
                 "put the bundle there or set MEDTRINITY_MODELS_DIR (the sample expert: "
                 "`medtrinity experts train-sample`)"
             )
-        self.resources = Resources(cpus=1.0, gpus=settings.expert_gpus)
-        self.batch_size = settings.expert_batch_size
-        self.max_actors = settings.expert_actors
+        self.resources = Resources(cpus=1.0, gpus=config.gpus)
+        self.batch_size = config.batch_size
+        self.max_actors = config.actors
         self.model = None
 
     def setup(self) -> None:
@@ -113,6 +133,8 @@ class DescribeRois(Stage):
 
     name = "describe_rois"
     version = "1"
+    reads = ("image", "rois", "patient_orientation", "spacing_mm", "organ", "anatomy", "diseases")
+    writes = ("rois", "organ", "anatomy", "diseases")
 
     def __init__(self, source: SourceEntry, expert: ExpertEntry):
         self.source, self.expert = source, expert

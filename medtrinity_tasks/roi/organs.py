@@ -31,11 +31,11 @@ distance is central."""
 
 
 def _sitk():
-    """SimpleITK, imported on use: it is heavy and only these experts need it."""
+    """SimpleITK, imported on use: it is heavy, and only a segmentation needs it."""
     try:
         import SimpleITK as sitk
-    except ImportError as exc:
-        raise ImportError("the organ context experts need SimpleITK: pip install SimpleITK") from exc
+    except ImportError as exc:  # a core dependency: a broken install, said plainly
+        raise ImportError("organ context needs SimpleITK, a core dependency: pip install SimpleITK") from exc
     return sitk
 
 

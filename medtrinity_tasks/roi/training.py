@@ -42,6 +42,7 @@ def sample_slices(cases: int = 8, first_case: int = 0, seed: int = 7) -> tuple[n
     from medtrinity_tasks.roi.annotations import AnnotationRois
     from medtrinity_tasks.sources.catalog import get_source
     from medtrinity_tasks.sources.layouts import list_inputs
+    from medtrinity_tasks.sources.readers.limits import InputLimits
     from medtrinity_tasks.sources.samples import write_ct_abdomen
     from medtrinity_tasks.stages import run_inprocess
 
@@ -50,8 +51,15 @@ def sample_slices(cases: int = 8, first_case: int = 0, seed: int = 7) -> tuple[n
         settings = load_settings().with_changes(samples_dir=Path(workdir))
         source = get_source("synthetic_ct_abdomen", settings)
         # annotated inputs only: the source's unlabelled test cases (imagesTs) have lesions but no targets,
-        # and without an expert after it the slicer rejects them
-        slicer = VolumeSlicer(source, settings, expert_follows=False)
+        # and a slicer that keeps no slices of unannotated volumes (no expert follows) rejects them
+        slicer = VolumeSlicer(
+            source,
+            root=source.location_path(settings),
+            image_size=settings.image_size,
+            context_slices=settings.context_slices,
+            unannotated_slices=0,
+            limits=InputLimits.of(settings),
+        )
         rows = run_inprocess([slicer, AnnotationRois(source)], list_inputs(source, settings))
     rows = [r for r in rows if r.get("label_relpath") and not (r.get("reject_reason") or r.get("quarantine_reasons"))]
     images = np.stack([decode_png(row["image"]["bytes"]) for row in rows])[:, None].astype(np.float32) / 255.0

@@ -108,7 +108,7 @@ def _check_services(settings: Settings, engine: str, dry_run: bool) -> None:
     if settings.knowledge_top_k:
         check_knowledge(settings)  # an unreachable, missing or mismatched knowledge base fails before any shard
     if (engine == "openai" or settings.judge) and not dry_run:
-        check_server(settings)  # and so does an LLM server that does not answer
+        check_server(settings.llm_url)  # and so does an LLM server that does not answer
     if engine == "vllm" and not dry_run:
         check_vllm(settings)  # or a vLLM engine that cannot start here
 

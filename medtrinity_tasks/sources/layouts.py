@@ -30,6 +30,12 @@ NOT_IN_LAYOUT = "neither an image of the layout nor the label of one"
 NAME_HOLDS_PHI = "file name holds personal data"
 JSON_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 """What reading a listing file of the wrong shape raises (RecursionError: arrays nested 100,000 deep)."""
+LISTING_COLUMNS = (
+    "source_relpath", "file_relpath", "label_relpath", "sequence", "image_labels", "annotation_boxes",
+    "reference_text", "member_files", "annotation_files",
+)  # fmt: skip
+"""The ``ROW_SCHEMA`` columns an input of ``list_inputs`` may carry, whatever its layout: what the first stage
+reads. Besides them a reject carries its reason, and a DICOM input its ``folders``, which only the plan reads."""
 
 
 def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:

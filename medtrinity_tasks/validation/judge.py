@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import EngineUnavailable
-from medtrinity_tasks.generation.openai_engine import ChatStage
-from medtrinity_tasks.generation.prompt import facts
+from medtrinity_tasks.generation.openai_engine import ChatConfig, ChatStage
+from medtrinity_tasks.generation.prompt import FACT_COLUMNS, facts
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
@@ -69,11 +68,17 @@ def read_scores(answer: str) -> dict[str, int]:
 class JudgeDescriptions(ChatStage):
     name = "judge"
     version = JUDGE_VERSION
+    reads = (*FACT_COLUMNS, "description")
+    reads_if_present = ("quality",)
+    writes = ("quality",)
 
-    def __init__(self, settings: Settings):
-        if settings.judge not in JUDGES:
-            raise EngineUnavailable(f"MEDTRINITY_JUDGE must be {' or '.join(JUDGES)} or unset, got {settings.judge!r}")
-        super().__init__(settings)
+    def __init__(self, chat: ChatConfig, *, engine: str, min_score: int):
+        """``engine``: what the judge runs on (``JUDGES``); a record with a section scored below ``min_score``
+        (1-5) is quarantined."""
+        if engine not in JUDGES:
+            raise EngineUnavailable(f"MEDTRINITY_JUDGE must be {' or '.join(JUDGES)} or unset, got {engine!r}")
+        super().__init__(chat)
+        self.min_score = min_score
 
     def answer(self, row: dict) -> dict:
         try:
@@ -82,6 +87,6 @@ class JudgeDescriptions(ChatStage):
         except Exception as exc:  # this record only
             return quarantined(row, [Reason.of("judge_failed", f"{type(exc).__name__}: {exc}")])
         row = dict(row, quality=dict(row.get("quality") or {}, judge=scores))
-        floor = self.settings.judge_min_score
+        floor = self.min_score
         low = ", ".join(f"{name} ({n})" for name, n in scores.items() if n < floor)
         return quarantined(row, [Reason.of(f"judge scored sections below {floor}", low)]) if low else row

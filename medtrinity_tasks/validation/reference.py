@@ -48,7 +48,7 @@ def score_references(rows: list[dict], vocab: Vocabulary, encoder=None) -> list[
         from medtrinity_tasks.config import load_settings
         from medtrinity_tasks.knowledge.embeddings import DenseEncoder
 
-        encoder = DenseEncoder(load_settings())
+        encoder = DenseEncoder(load_settings().embedding_model)
     vectors = encoder.encode([text for _, ours, theirs in pairs for text in (ours, theirs)])
     for n, (i, ours, theirs) in enumerate(pairs):
         agreed = agreement(ours, theirs, vocab)

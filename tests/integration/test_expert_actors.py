@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.roi.experts import ExpertRois
+from medtrinity_tasks.roi.experts import ExpertConfig, ExpertRois
 from medtrinity_tasks.roi.registry import expert_for
 from medtrinity_tasks.sources.catalog import get_source
 from tests.support.experts import expert_rows, held_out_records
@@ -39,7 +39,8 @@ def test_a_failing_batch_on_the_actor_pool_is_quarantined_and_nothing_is_lost(he
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors cannot import a test module
     settings = load_settings().with_changes(ray_num_cpus=2, expert_actors=2, expert_batch_size=2)
     source = get_source("synthetic_ct_abdomen")
-    expert = FailingExpert(source, expert_for(source, settings), settings)
+    entry = expert_for(source, settings)
+    expert = FailingExpert(source, entry, ExpertConfig.from_settings(entry, settings))
     rows = expert_rows(held_out, 6)
     expert.fail_id = rows[0]["id"]
     out = {row["id"]: row for row in run_ray([expert], rows, settings)}

@@ -10,9 +10,7 @@ import pytest
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.knowledge.index import DEMO_CORPUS
-from medtrinity_tasks.knowledge.retrieval import (
-    RetrieveKnowledge,
-)
+from medtrinity_tasks.run.pipeline import retrieval_stage
 
 QUERIES = DEMO_CORPUS.parent / "queries.jsonl"
 
@@ -28,10 +26,10 @@ def test_retrieval_runs_on_two_ray_workers_over_the_local_store(settings_env):
     settings = load_settings()
     captions = [q["query"] for q in map(json.loads, QUERIES.read_text().splitlines()) if q["kind"] == "caption"]
     rows = [{"id": f"r{i}", "coarse_caption": captions[i % len(captions)]} for i in range(96)]
-    stage = RetrieveKnowledge(settings)
+    stage = retrieval_stage(settings)
     stage.max_actors = 2  # three calls of 32 rows: both actors take their own copy of the store
     distributed = {row["id"]: row["knowledge"] for row in run_ray([stage], rows, settings)}
-    local = {row["id"]: row["knowledge"] for row in run_inprocess([RetrieveKnowledge(settings)], rows)}
+    local = {row["id"]: row["knowledge"] for row in run_inprocess([retrieval_stage(settings)], rows)}
     assert len(distributed) == 96 and all(distributed.values())
     assert {k: [p["id"] for p in v] for k, v in distributed.items()} == {
         k: [p["id"] for p in v] for k, v in local.items()

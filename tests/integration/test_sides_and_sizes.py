@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.roi.annotations import AnnotationRois
+from medtrinity_tasks.run.pipeline import expert_stages, input_stage
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.stages import run_inprocess
 
@@ -20,7 +20,7 @@ def _slice_along(axis: str, relpath: str) -> list[dict]:
     rows = [
         {"source_id": source.id, "source_relpath": relpath, "label_relpath": relpath.replace("imagesTr", "labelsTr")}
     ]
-    return run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
+    return run_inprocess([input_stage(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
 
 
 def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_env):
@@ -33,7 +33,7 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
         {"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}
         for rel in truth
     ]
-    out = run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
+    out = run_inprocess([input_stage(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
     assert {t["orientation"] for t in truth.values()} == {"LPS", "RAS", "LAS", "RPI"}
     seen = set()
     for row in out:
@@ -48,7 +48,6 @@ def test_sample_lesions_are_described_on_their_true_side(samples_dir, settings_e
 
 def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(samples_dir, settings_env):
     """The sample source's unlabelled cases, stored under other affines, through slicer and expert."""
-    from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
 
     settings = load_settings()
@@ -57,10 +56,9 @@ def test_the_expert_places_lesions_of_unlabelled_cases_on_their_true_side(sample
     truth = {rel: t for rel, t in truth.items() if rel.startswith("imagesTs/")}
     rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": None} for rel in truth]
     stages = [
-        VolumeSlicer(source, settings, expert_follows=True),
+        input_stage(source, settings, expert_follows=True),
         AnnotationRois(source),
-        ExpertRois(source, expert_for(source, settings), settings),
-        DescribeRois(source, expert_for(source, settings)),
+        *expert_stages(source, expert_for(source, settings), settings),
     ]
     out = run_inprocess(stages, rows)
     assert len({t["orientation"] for t in truth.values()}) == len(truth) > 1
@@ -78,7 +76,7 @@ def test_sample_lesion_size_matches_ground_truth(samples_dir, settings_env):
     truth = json.loads((samples_dir / "synthetic_ct_abdomen" / "ground_truth.json").read_text())
     rel = "imagesTr/phantom_001.nii.gz"
     rows = [{"source_id": source.id, "source_relpath": rel, "label_relpath": rel.replace("imagesTr", "labelsTr")}]
-    out = run_inprocess([VolumeSlicer(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
+    out = run_inprocess([input_stage(source, load_settings(), expert_follows=False), AnnotationRois(source)], rows)
     widths_mm = [
         (roi["bbox_xyxy"][2] - roi["bbox_xyxy"][0]) * row["spacing_mm"][1]
         for row in out
@@ -110,8 +108,6 @@ def test_sagittal_slices_put_anterior_on_the_left(samples_dir, settings_env):
 def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acquisition(tmp_path, settings_env):
     """One unlabelled phantom written as axial, sagittal and coronal DICOM series: after reading, each
     is the same RAS volume, so the expert finds the same regions with the same words, on their true side."""
-    from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
-    from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois
     from medtrinity_tasks.roi.registry import expert_for
     from medtrinity_tasks.sources.layouts import list_inputs
     from medtrinity_tasks.sources.samples import dicom as samples
@@ -128,10 +124,9 @@ def test_the_expert_places_lesions_of_dicom_series_on_their_true_side_in_any_acq
     rows = list_inputs(source, settings)
     assert len(rows) == 3
     stages = [
-        DicomSeriesSlicer(source, settings, expert_follows=True),
+        input_stage(source, settings, expert_follows=True),
         AnnotationRois(source),
-        ExpertRois(source, expert_for(source, settings), settings),
-        DescribeRois(source, expert_for(source, settings)),
+        *expert_stages(source, expert_for(source, settings), settings),
     ]
     words = {}
     for row in run_inprocess(stages, rows):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import vllm as stand_ins
 from tests.support.records import make_record
-from tests.support.vllm import StandInVLLM, vllm_settings
+from tests.support.vllm import StandInVLLM, vllm_config, vllm_settings
 
 
 @pytest.mark.slow
@@ -30,7 +30,8 @@ def test_in_a_ray_pipeline_records_are_described_failures_quarantined_and_parked
     quarantined = dict(make_record(slice_index=10), id="record-quarantined", quarantine_reasons=["roi failed"])
     rows = [dict(r, description=None, description_text=None, generator=None) for r in records]
 
-    out = {row["id"]: row for row in run_ray([StandInVLLM(settings)], [*rows, rejected, quarantined], settings)}
+    stage = StandInVLLM(vllm_config(tmp_path))
+    out = {row["id"]: row for row in run_ray([stage], [*rows, rejected, quarantined], settings)}
 
     assert len(out) == 8  # nothing lost
     for i in range(4):

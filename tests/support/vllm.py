@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 
 from medtrinity_tasks.config import load_settings
-from medtrinity_tasks.generation.vllm_engine import (
-    VLLMDescription,
-)
+from medtrinity_tasks.generation.vllm_engine import VLLMConfig, VLLMDescription
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
 
@@ -19,6 +17,10 @@ def vllm_settings(tmp_path, **env):
     return load_settings({"MEDTRINITY_VLLM_MODEL": str(model), **env})
 
 
+def vllm_config(tmp_path, **env) -> VLLMConfig:
+    return VLLMConfig.from_settings(vllm_settings(tmp_path, **env))
+
+
 def answer() -> str:
     return json.dumps({name: f"The {name.replace('_', ' ')} is described." for name in DESCRIPTION_SECTIONS})
 
@@ -26,8 +28,7 @@ def answer() -> str:
 class StandInVLLM(VLLMDescription):
     """The real processor with its model steps replaced by ``stand_in_engine_stage``."""
 
-    def __init__(self, settings):
-        self.settings = settings
+    requires = ()  # the stand-in engine needs no vLLM
 
     def processor(self):
         processor = super().processor()

@@ -13,6 +13,7 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.generation.openai_engine import OpenAIDescription
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
+from medtrinity_tasks.run.pipeline import description_stage
 from tests.support.records import engine_rows
 from tests.support.servers import start_llama_server
 
@@ -42,7 +43,7 @@ def test_the_openai_engine_describes_records_through_llama_cpp_inside_ray(llama_
         llm_concurrency=1,
         llm_timeout_s=600.0,
     )
-    out = run_ray([OpenAIDescription(settings)], engine_rows(3), settings)  # ~20 s of generation each
+    out = run_ray([description_stage("openai", settings)], engine_rows(3), settings)  # ~20 s of generation each
     assert len(out) == 3  # nothing lost
     described = [row for row in out if not row.get("quarantine_reasons")]
     for row in out:

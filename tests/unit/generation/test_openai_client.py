@@ -12,7 +12,8 @@ import pytest
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import EngineUnavailable
-from medtrinity_tasks.generation.openai_engine import OpenAIDescription, check_server
+from medtrinity_tasks.generation.openai_engine import check_server
+from medtrinity_tasks.run.pipeline import description_stage
 from tests.support.records import engine_rows
 from tests.support.servers import free_port
 
@@ -38,7 +39,7 @@ def test_server_errors_are_retried_then_the_record_is_quarantined_and_the_batch_
     server = ThreadingHTTPServer(("127.0.0.1", 0), FailingServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     settings = load_settings().with_changes(llm_url=f"http://127.0.0.1:{server.server_port}/v1", llm_retries=2)
-    stage = OpenAIDescription(settings)
+    stage = description_stage("openai", settings)
     stage.setup()
     try:
         out = stage(engine_rows(3))
@@ -52,4 +53,4 @@ def test_server_errors_are_retried_then_the_record_is_quarantined_and_the_batch_
 def test_a_server_that_does_not_answer_is_a_one_line_error_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EngineUnavailable, match=f"no OpenAI-compatible server answers at {url}.*llama_cpp.server"):
-        check_server(load_settings().with_changes(llm_url=url))
+        check_server(url)

@@ -12,6 +12,7 @@ from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import EngineUnavailable, MedtrinityError
 from medtrinity_tasks.generation.prompt import OUTPUT_SCHEMA, PROMPT_VERSION, SYSTEM
 from medtrinity_tasks.generation.vllm_engine import (
+    VLLMConfig,
     VLLMDescription,
     check_vllm,
     engine_request,
@@ -20,7 +21,7 @@ from medtrinity_tasks.generation.vllm_engine import (
 )
 from medtrinity_tasks.stages import run_inprocess
 from tests.support.records import make_record
-from tests.support.vllm import StandInVLLM, answer, vllm_settings
+from tests.support.vllm import StandInVLLM, answer, vllm_config, vllm_settings
 
 pytest.importorskip("aiohttp", reason="ray.data.llm imports aiohttp: pip install aiohttp")
 
@@ -33,7 +34,9 @@ def test_what_the_engine_needs_is_named_when_it_is_missing(tmp_path):
     with pytest.raises(EngineUnavailable, match=f"MEDTRINITY_VLLM_MODEL={tmp_path}/none holds no model: .*config.json"):
         check_vllm(load_settings({"MEDTRINITY_VLLM_MODEL": str(tmp_path / "none")}))
     with pytest.raises(EngineUnavailable, match=r"vLLM, which is not installed: pip install 'medtrinity-tasks\[gpu\]'"):
-        VLLMDescription(vllm_settings(tmp_path))
+        VLLMDescription(vllm_config(tmp_path))
+    with pytest.raises(EngineUnavailable, match=r"vLLM, which is not installed: pip install 'medtrinity-tasks\[gpu\]'"):
+        check_vllm(vllm_settings(tmp_path))
 
 
 def test_the_processor_config_follows_the_settings(tmp_path):
@@ -44,22 +47,22 @@ def test_the_processor_config_follows_the_settings(tmp_path):
         MEDTRINITY_VLLM_BATCH_SIZE="16",
         MEDTRINITY_VLLM_MAX_MODEL_LEN="4096",
     )
-    config = processor_config(settings)
+    config = processor_config(VLLMConfig.from_settings(settings))
     assert config.model_source == settings.vllm_model
     assert config.engine_kwargs["tensor_parallel_size"] == 2 and config.engine_kwargs["max_model_len"] == 4096
     assert config.batch_size == 16 and config.should_continue_on_error
     assert processor_config(replace_image(settings, "none")).prepare_multimodal_stage == {"enabled": False}
 
 
-def replace_image(settings, mode):
-    return settings.with_changes(prompt_image=mode)
+def replace_image(settings, mode) -> VLLMConfig:
+    return VLLMConfig.from_settings(settings.with_changes(prompt_image=mode))
 
 
 def test_the_built_processor_runs_template_tokenizer_vllm_and_detokenizer_with_a_replica_per_setting(tmp_path):
     from ray.data.llm import build_processor
 
-    settings = vllm_settings(tmp_path, MEDTRINITY_VLLM_GPUS="2", MEDTRINITY_VLLM_REPLICAS="3")
-    processor = build_processor(processor_config(settings))
+    config = vllm_config(tmp_path, MEDTRINITY_VLLM_GPUS="2", MEDTRINITY_VLLM_REPLICAS="3")
+    processor = build_processor(processor_config(config))
     assert list(processor.stages) == [
         "PrepareMultimodalStage", "ChatTemplateStage", "TokenizeStage", "vLLMEngineStage", "DetokenizeStage"
     ]  # fmt: skip
@@ -71,9 +74,9 @@ def test_the_built_processor_runs_template_tokenizer_vllm_and_detokenizer_with_a
 
 @pytest.mark.parametrize("mode", ["draw", "none"])
 def test_the_request_carries_the_versioned_prompt_and_asks_for_the_schema(tmp_path, mode):
-    settings = vllm_settings(tmp_path, MEDTRINITY_PROMPT_IMAGE=mode, MEDTRINITY_LLM_MAX_TOKENS="300")
+    config = vllm_config(tmp_path, MEDTRINITY_PROMPT_IMAGE=mode, MEDTRINITY_LLM_MAX_TOKENS="300")
     row = make_record()
-    request = engine_request(row, settings)
+    request = engine_request(row, config)
     assert request["id"] == row["id"]  # the record's columns travel on to the postprocess
     system, user = request["messages"]
     assert system == {"role": "system", "content": SYSTEM}
@@ -123,6 +126,6 @@ def test_failed_and_unreadable_generations_are_quarantined_with_the_reason():
 
 
 def test_the_in_process_runner_refuses_a_ray_data_stage(tmp_path):
-    stage = StandInVLLM(vllm_settings(tmp_path))
+    stage = StandInVLLM(vllm_config(tmp_path))
     with pytest.raises(MedtrinityError, match="MEDTRINITY_RUNNER=ray"):
         run_inprocess([stage], [make_record()])

@@ -11,7 +11,7 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import KnowledgeUnavailable
 from medtrinity_tasks.knowledge.embeddings import DenseEncoder, bm25_document, bm25_query, term_index, terms
-from medtrinity_tasks.knowledge.index import DEMO_CORPUS, index_corpus, knowledge_client, point_id
+from medtrinity_tasks.knowledge.index import DEMO_CORPUS, KnowledgeConfig, index_corpus, knowledge_client, point_id
 from medtrinity_tasks.knowledge.retrieval import (
     count_tokens,
     record_query,
@@ -53,7 +53,7 @@ def test_reindexing_is_an_idempotent_upsert_and_a_refresh_embeds_only_what_chang
         first["chunks"],
         first["chunks"],
     )
-    with knowledge_client(store) as client:
+    with knowledge_client(KnowledgeConfig.from_settings(store)) as client:
         ids = {str(p.id) for p in client.scroll(store.knowledge_collection, limit=10_000)[0]}
     assert ids == {point_id("demo", line["id"]) for line in corpus_lines()}
 
@@ -78,11 +78,11 @@ def test_bad_documents_are_counted_by_reason_and_the_rest_indexed(store, tmp_pat
 
 
 def test_hybrid_retrieval_finds_the_expected_passages(knowledge_dir):
-    settings = load_settings()
-    encoder = DenseEncoder(settings)
+    knowledge = KnowledgeConfig.from_settings(load_settings())
+    encoder = DenseEncoder(knowledge.embedding_model)
     queries = [json.loads(line) for line in QUERIES.read_text().splitlines() if line.strip()]
-    with knowledge_client(settings) as client:
-        found = search(client, settings.knowledge_collection, encoder, [q["query"] for q in queries], 10)
+    with knowledge_client(knowledge) as client:
+        found = search(client, knowledge.collection, encoder, [q["query"] for q in queries], 10)
     hits = [
         bool(set(q["relevant"]) & {p["id"] for p in passages[:5]}) for q, passages in zip(queries, found, strict=True)
     ]
@@ -108,7 +108,7 @@ def test_the_record_query_and_the_token_budget():
 def test_a_collection_built_with_another_embedding_size_is_refused_with_what_to_do(store):
     from qdrant_client import models
 
-    with knowledge_client(store, write=True) as client:
+    with knowledge_client(KnowledgeConfig.from_settings(store), write=True) as client:
         client.create_collection(
             store.knowledge_collection,
             vectors_config={"dense": models.VectorParams(size=8, distance=models.Distance.COSINE)},
@@ -121,10 +121,10 @@ def test_a_collection_built_with_another_embedding_size_is_refused_with_what_to_
 def test_an_unreachable_server_and_a_missing_collection_are_one_line_errors(store):
     url = "http://127.0.0.1:9"
     with pytest.raises(KnowledgeUnavailable, match=f"Qdrant at {url} is not reachable.*start the server"):
-        with knowledge_client(store.with_changes(qdrant_url=url)):
+        with knowledge_client(KnowledgeConfig.from_settings(store.with_changes(qdrant_url=url))):
             pass
     with pytest.raises(KnowledgeUnavailable, match="no knowledge collection 'medtrinity_knowledge' in the local store"):
-        with knowledge_client(store):
+        with knowledge_client(KnowledgeConfig.from_settings(store)):
             pass
 
 
@@ -133,14 +133,15 @@ def test_a_reader_waits_for_the_index_run_that_holds_the_local_store_then_says_s
 
     index_corpus(str(DEMO_CORPUS), "demo", store)
     monkeypatch.setattr(index, "LOCK_WAIT_S", 0.5)
-    with knowledge_client(store, write=True):  # an index run holds the directory
+    knowledge = KnowledgeConfig.from_settings(store)
+    with knowledge_client(knowledge, write=True):  # an index run holds the directory
         with pytest.raises(KnowledgeUnavailable, match="held by an index run for over 0.5 s"):
-            with knowledge_client(store):
+            with knowledge_client(knowledge):
                 pass
-    with knowledge_client(store) as client:  # and once it is done, readers get their copy
+    with knowledge_client(knowledge) as client:  # and once it is done, readers get their copy
         assert client.count(store.knowledge_collection).count == len(corpus_lines())
 
 
 def test_a_missing_local_embedding_model_says_what_to_put_where(store, tmp_path):
     with pytest.raises(KnowledgeUnavailable, match=f"no sentence-embedding model at {tmp_path}.*config.json"):
-        DenseEncoder(store.with_changes(embedding_model=tmp_path))
+        DenseEncoder(tmp_path)

@@ -12,7 +12,7 @@ from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import ExpertUnavailable, MedtrinityError
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.bundle import MonaiBundle
-from medtrinity_tasks.roi.experts import DescribeRois, ExpertRois, undescribed
+from medtrinity_tasks.roi.experts import DescribeRois, ExpertConfig, ExpertRois, undescribed
 from medtrinity_tasks.roi.registry import expert_for, load_registry
 from medtrinity_tasks.roi.training import CHANNELS, SAMPLE_EXPERT, train_sample_expert
 from medtrinity_tasks.sources.catalog import get_source
@@ -100,14 +100,16 @@ def test_the_registry_picks_experts_by_modality_region_and_source(tmp_path):
 def test_a_missing_expert_bundle_fails_when_the_stage_is_built(tmp_path):
     settings = load_settings().with_changes(models_dir=tmp_path)
     source = get_source("synthetic_ct_abdomen")
+    expert = expert_for(source, settings)
     with pytest.raises(ExpertUnavailable, match=f"no MONAI bundle at {tmp_path / SAMPLE_EXPERT}"):
-        ExpertRois(source, expert_for(source, settings), settings)
+        ExpertRois(source, expert, ExpertConfig.from_settings(expert, settings))
 
 
 def stage() -> ExpertRois:
     settings = load_settings()
     source = get_source("synthetic_ct_abdomen")
-    expert = ExpertRois(source, expert_for(source, settings), settings)
+    entry = expert_for(source, settings)
+    expert = ExpertRois(source, entry, ExpertConfig.from_settings(entry, settings))
     expert.setup()
     return expert
 

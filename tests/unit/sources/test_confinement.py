@@ -240,7 +240,7 @@ def test_decathlon_dataset_json(place, monkeypatch):
 
 def test_the_volume_slicer_opens_files_only_inside(place):
     """A link swapped in after the listing is refused when the file is opened."""
-    from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+    from medtrinity_tasks.run.pipeline import input_stage
 
     root = place.data / "msd_swap"
     _nifti(root / "imagesTr" / "good.nii.gz")
@@ -249,7 +249,7 @@ def test_the_volume_slicer_opens_files_only_inside(place):
     (root / "dataset.json").write_text(json.dumps({"training": [pair]}))
     source = _entry(place, "msd_swap", format="nifti", layout="msd", modality="CT", body_region="abdomen")
     (row,) = list_inputs(source, load_settings())
-    slicer = VolumeSlicer(source, load_settings(), expert_follows=False)
+    slicer = input_stage(source, load_settings(), expert_follows=False)
     assert slicer([dict(row)])[0].get("id")  # read while the files are in place
     (root / "labelsTr" / "good.nii.gz").unlink()
     _link(root / "labelsTr" / "good.nii.gz", place.outside / "dir" / "seg.nii.gz")
@@ -320,7 +320,7 @@ def test_paired_files(place):
 def test_dicom_series_read_no_header_outside(place, monkeypatch):
 
     from medtrinity_tasks.phi import pseudonym
-    from medtrinity_tasks.preprocess.dicom_series import DicomSeriesSlicer
+    from medtrinity_tasks.run.pipeline import input_stage
     from medtrinity_tasks.sources import dicom_listing
     from medtrinity_tasks.sources.deid import salt_for
     from tests.support import dicom_fixtures as fx
@@ -359,7 +359,7 @@ def test_dicom_series_read_no_header_outside(place, monkeypatch):
     assert rejects == {pseudonym(salt, p, "file"): LINK_LEADS_OUT for p in escaped}
 
     # a member file swapped for a link leading out after the listing: refused when opened
-    slicer = DicomSeriesSlicer(source, load_settings(), expert_follows=False)
+    slicer = input_stage(source, load_settings(), expert_follows=False)
     swapped = root / series["member_files"][3]
     swapped.unlink()
     _link(swapped, other[3])
@@ -401,11 +401,11 @@ def test_image_mask_listing_check_and_run(place, monkeypatch):
 
 
 def test_the_planar_loader_opens_files_only_inside(place):
-    from medtrinity_tasks.preprocess.planar import PlanarImageLoader
+    from medtrinity_tasks.run.pipeline import input_stage
 
     source = _image_mask_source(place)
     row = next(i for i in list_inputs(source, load_settings()) if i["source_relpath"] == "images/good.png")
-    loader = PlanarImageLoader(source, load_settings(), expert_follows=False)
+    loader = input_stage(source, load_settings(), expert_follows=False)
     assert loader([dict(row)])[0].get("id")
     mask = place.data / "masks" / "masks" / "good_mask.png"
     mask.unlink()

@@ -32,6 +32,7 @@ from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.preprocess.planar import PlanarImageLoader
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+from medtrinity_tasks.run.pipeline import input_stage
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.readers.dicom.image import read_dicom_image
 from medtrinity_tasks.sources.readers.dicom.series import read_series, scan
@@ -180,13 +181,10 @@ STAGE_CODE = """
     import json, sys
     from medtrinity_tasks.config import load_settings
     from medtrinity_tasks.sources.catalog import SourceEntry
-    from medtrinity_tasks.preprocess.planar import PlanarImageLoader
-    from medtrinity_tasks.preprocess.slicing import VolumeSlicer
+    from medtrinity_tasks.run.pipeline import input_stage
 
     entry = SourceEntry.model_validate(json.loads(sys.argv[1]))
-    stage = (VolumeSlicer if entry.format == "nifti" else PlanarImageLoader)(
-        entry, load_settings(), expert_follows=False
-    )
+    stage = input_stage(entry, load_settings(), expert_follows=False)
     (row,) = stage([{"source_relpath": sys.argv[2], "label_relpath": None}])
     print(row["reject_reason"])
 """
@@ -402,7 +400,9 @@ def test_a_deflated_series_within_the_limit_reads(tmp_path):
 
 def _stage(stage_class, entry: dict, root: Path):
     settings = load_settings({"MEDTRINITY_DATA_DIR": str(root)})
-    return stage_class(SourceEntry.model_validate(dict(entry, location=str(root))), settings, expert_follows=False)
+    stage = input_stage(SourceEntry.model_validate(dict(entry, location=str(root))), settings, expert_follows=False)
+    assert type(stage) is stage_class
+    return stage
 
 
 def test_a_label_map_with_thousands_of_labels_gives_a_short_reason(tmp_path):

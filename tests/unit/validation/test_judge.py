@@ -12,7 +12,8 @@ import pytest
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import EngineUnavailable
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
-from medtrinity_tasks.validation.judge import JudgeDescriptions, ScoresInvalid, judge_messages, read_scores
+from medtrinity_tasks.run.pipeline import judge_stage
+from medtrinity_tasks.validation.judge import ScoresInvalid, judge_messages, read_scores
 from tests.support.records import make_record
 
 
@@ -43,7 +44,7 @@ def test_the_judge_sees_the_facts_and_the_description_as_quoted_data():
 
 def test_an_unknown_judge_is_a_one_line_error():
     with pytest.raises(EngineUnavailable, match="MEDTRINITY_JUDGE must be openai or unset, got 'gpt'"):
-        JudgeDescriptions(load_settings({}).with_changes(judge="gpt"))
+        judge_stage(load_settings({}).with_changes(judge="gpt"))
 
 
 class ScoringServer(BaseHTTPRequestHandler):
@@ -72,7 +73,7 @@ def test_low_scores_quarantine_the_record_and_every_score_is_kept():
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScoringServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     settings = load_settings({}).with_changes(judge="openai", llm_url=f"http://127.0.0.1:{server.server_port}/v1")
-    stage = JudgeDescriptions(settings)
+    stage = judge_stage(settings)
     stage.setup()
     try:
         good, low = stage([make_record(slice_index=1), make_record(slice_index=2, organ="spleen")])
