@@ -14,10 +14,12 @@ import base64
 import io
 import json
 
+from medtrinity_tasks.generation import PROMPT_VERSIONS
 from medtrinity_tasks.knowledge.retrieval import within_budget
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 
-PROMPT_VERSION = "medtrinity-v1"
+PROMPT_VERSION = PROMPT_VERSIONS["openai"]
+"""The LLM engines' prompt (``openai`` and ``vllm`` share it)."""
 IMAGE_MODES = ("draw", "crop", "plain", "none")
 CROP_MARGIN = 0.25
 """Context kept around the largest ROI when the image is cropped, as a share of its box's size."""

@@ -18,7 +18,7 @@ from medtrinity_tasks.records import DESCRIPTION_SECTIONS
 from medtrinity_tasks.roi.location import WORDS
 from medtrinity_tasks.stages.base import Stage
 
-PROMPT_VERSION = "template-v2"
+PROMPT_VERSION = PROMPT_VERSIONS["template"]
 SECTION_TITLES = {
     "modality": "Modality",
     "organ_tissue": "Organ and tissue",
