@@ -1,1 +1,2 @@
-"""Sources: the catalog of public datasets, the synthetic sample source, and readers per format."""
+"""Sources: the catalog of public datasets, one lister per layout, readers per format, staging and S3
+mirrors, and the five synthetic sample sources."""

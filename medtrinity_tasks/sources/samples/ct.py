@@ -20,7 +20,7 @@ UNLABELLED_CASES = 2
 
 
 def write_ct_abdomen(out: Path, cases: int = 8, seed: int = 7, bad_inputs: bool = False, first_case: int = 0) -> Path:
-    """Write the sample source under ``out/synthetic_ct_abdomen`` and return that directory.
+    """Write the abdominal CT phantom source under ``out/synthetic_ct_abdomen`` and return that directory.
 
     Lesion sizes and places, and the stored orientation, follow the case number: ``first_case``
     gives a held-out set other layouts (the sample expert trains on cases 0-7).
