@@ -15,7 +15,6 @@ from medtrinity_tasks.knowledge.index import DEMO_CORPUS, KnowledgeConfig, index
 from medtrinity_tasks.knowledge.retrieval import (
     count_tokens,
     record_query,
-    search,
     within_budget,
 )
 
@@ -75,19 +74,6 @@ def test_bad_documents_are_counted_by_reason_and_the_rest_indexed(store, tmp_pat
     result = index_corpus(str(path), "bad", store)
     assert result["indexed"] == 5
     assert result["rejected_by_reason"] == {"malformed JSON line": 1, "duplicate document": 1, "empty document": 1}
-
-
-def test_hybrid_retrieval_finds_the_expected_passages(knowledge_dir):
-    knowledge = KnowledgeConfig.from_settings(load_settings())
-    encoder = DenseEncoder(knowledge.embedding_model)
-    queries = [json.loads(line) for line in QUERIES.read_text().splitlines() if line.strip()]
-    with knowledge_client(knowledge) as client:
-        found = search(client, knowledge.collection, encoder, [q["query"] for q in queries], 10)
-    hits = [
-        bool(set(q["relevant"]) & {p["id"] for p in passages[:5]}) for q, passages in zip(queries, found, strict=True)
-    ]
-    assert sum(map(bool, hits)) / len(hits) >= 0.8  # four in five queries find a relevant passage in their top five
-    assert all(p["corpus"] == "demo" and p["title"] and p["text"] for passages in found for p in passages)
 
 
 def test_the_record_query_and_the_token_budget():

@@ -14,7 +14,7 @@ from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.bundle import MonaiBundle
 from medtrinity_tasks.roi.experts import DescribeRois, ExpertConfig, ExpertRois, undescribed
 from medtrinity_tasks.roi.registry import expert_for, load_registry
-from medtrinity_tasks.roi.training import CHANNELS, SAMPLE_EXPERT, train_sample_expert
+from medtrinity_tasks.roi.training import CHANNELS, SAMPLE_EXPERT
 from medtrinity_tasks.sources.catalog import get_source
 from tests.support.experts import expert_rows, held_out_records
 
@@ -76,14 +76,6 @@ def test_a_3d_bundle_runs_with_its_sliding_window_inferer(tmp_path):
     assert np.array_equal(model.predict(volume), expected)
     larger = model.predict(np.random.default_rng(1).random((1, 1, 24, 20, 40), dtype=np.float32))
     assert larger.shape == (1, 24, 20, 40)  # windows tiled over a volume larger than one window
-
-
-def test_train_sample_writes_a_bundle_the_loader_reads(tmp_path):
-    train_sample_expert(tmp_path / "bundle", steps=2, progress=None)
-    model = MonaiBundle(tmp_path / "bundle")
-    metadata = json.loads((tmp_path / "bundle" / "configs" / "metadata.json").read_text())
-    assert metadata["training"]["steps"] == 2 and model.labels == {1: "liver tumour", 2: "renal cyst"}
-    assert (tmp_path / "bundle" / "docs" / "README.md").is_file()
 
 
 def test_the_registry_picks_experts_by_modality_region_and_source(tmp_path):
