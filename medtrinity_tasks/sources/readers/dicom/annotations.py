@@ -16,11 +16,11 @@ from medtrinity_tasks.sources.readers.dicom.header import (
     RTSTRUCT_STORAGE,
     SEG_CLASSES,
     attribute,
+    open_dataset,
     read_dataset,
     read_with_pixels,
     rejects_malformed,
     uid_name,
-    unreadable_reason,
 )
 from medtrinity_tasks.sources.readers.dicom.pixels import claimed_size, decode
 from medtrinity_tasks.sources.readers.dicom.series import DicomSeries, annotation_references
@@ -149,15 +149,7 @@ def read_rtstruct_labels(
 
 def _rtstruct_dataset(rt_path: Path, series: DicomSeries, limits: InputLimits):
     """The RTSTRUCT's header, once it is known to be an RTSTRUCT that does not reference another series."""
-    if not rt_path.is_file():
-        raise InputRejected("file is missing", rt_path.name)
-    try:
-        ds = read_dataset(rt_path, pixels=False, limits=limits)
-    except InputRejected:
-        raise
-    except Exception as exc:
-        reason = unreadable_reason(rt_path, exc)
-        raise InputRejected(reason.kind, text=reason.text) from None
+    ds = open_dataset(rt_path, pixels=False, limits=limits)
     if str(attribute(ds, "SOPClassUID", "")) != RTSTRUCT_STORAGE:
         raise InputRejected("not an RTSTRUCT", uid_name(str(attribute(ds, "SOPClassUID", ""))))
     series_uids, _ = annotation_references(ds, "RTSTRUCT")

@@ -216,16 +216,21 @@ def _check_inflated_size(path: Path, limits: InputLimits) -> None:
                 deflated = inflater.unconsumed_tail
 
 
-def read_with_pixels(path: Path, limits: InputLimits):
+def open_dataset(path: Path, *, pixels: bool, limits: InputLimits):
+    """``read_dataset`` for a file a listing named: a missing or unreadable file is a reject with its reason."""
     if not path.is_file():
         raise InputRejected("file is missing", path.name)
     try:
-        ds = read_dataset(path, pixels=True, limits=limits)
+        return read_dataset(path, pixels=pixels, limits=limits)
     except InputRejected:
         raise
     except Exception as exc:
         reason = unreadable_reason(path, exc)
         raise InputRejected(reason.kind, text=reason.text) from None
+
+
+def read_with_pixels(path: Path, limits: InputLimits):
+    ds = open_dataset(path, pixels=True, limits=limits)
     if attribute(ds.file_meta, "TransferSyntaxUID") is None:
         raise InputRejected("DICOM dataset without file meta", f"the transfer syntax of {path.name} is unknown")
     return ds
