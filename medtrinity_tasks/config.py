@@ -203,7 +203,39 @@ class Settings(BaseSettings):
         "MEDTRINITY_EXPERT_BATCH_SIZE", 8, "images per expert forward pass (halved on out-of-memory)", ge=1
     )
     unannotated_slices: int = setting(
-        "MEDTRINITY_UNANNOTATED_SLICES", 8, "slices kept of a volume without annotations, for its expert", ge=0
+        "MEDTRINITY_UNANNOTATED_SLICES",
+        8,
+        "slices kept of a volume without annotations, for its expert or (`roi: optional`) as image-level records",
+        ge=0,
+    )
+    min_image_side: int = setting(
+        "MEDTRINITY_MIN_IMAGE_SIDE",
+        32,
+        "the shortest side, in pixels, of an image the pipeline keeps: a volume is cut only along an axis that "
+        "gives images this large, and smaller images are quarantined as degenerate",
+        ge=1,
+    )
+    max_aspect_ratio: float = setting(
+        "MEDTRINITY_MAX_ASPECT_RATIO",
+        6.0,
+        "the longest side over the shortest of an image the pipeline keeps; longer strips are quarantined as "
+        "degenerate (a full-spine radiograph is about 3)",
+        gt=1,
+    )
+    dicomweb_username: str | None = setting(
+        "MEDTRINITY_DICOMWEB_USERNAME", None, "user name for HTTP basic authentication to DICOMweb sources"
+    )
+    dicomweb_password: str | None = setting(
+        "MEDTRINITY_DICOMWEB_PASSWORD", None, "password for HTTP basic authentication to DICOMweb sources"
+    )
+    dicomweb_token: str | None = setting(
+        "MEDTRINITY_DICOMWEB_TOKEN", None, "bearer token for DICOMweb sources (instead of a user name and password)"
+    )
+    dicomweb_timeout_s: float = setting(
+        "MEDTRINITY_DICOMWEB_TIMEOUT_S", 60.0, "seconds one DICOMweb request may take", gt=0
+    )
+    dicomweb_retries: int = setting(
+        "MEDTRINITY_DICOMWEB_RETRIES", 3, "retries of a failed DICOMweb request (5xx, timeouts), with backoff", ge=0
     )
     qdrant_url: str | None = setting(
         "QDRANT_URL",

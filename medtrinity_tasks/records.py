@@ -111,6 +111,7 @@ RECORD_SCHEMA = pa.schema(
         ("slice_index", pa.int32()),
         ("spacing_mm", pa.list_(pa.float64())),  # row spacing, column spacing, slice spacing
         ("patient_orientation", pa.list_(pa.string())),  # patient direction of +column, +row (DICOM 0020,0020)
+        ("view", pa.string()),  # a planar image's projection and side where its header gives them ("left CC", "PA")
         ("anatomy", pa.list_(pa.string())),  # labelled structures in view, e.g. organs
         ("rois", pa.list_(ROI)),
         ("coarse_caption", pa.string()),
@@ -127,6 +128,8 @@ RECORD_SCHEMA = pa.schema(
 WORK_FIELDS = [
     pa.field("file_relpath", pa.string()),  # where the input lies, when its name is published as a pseudonym
     pa.field("label_relpath", pa.string()),  # the input's annotation file
+    pa.field("body_region", pa.string()),  # what the image shows: its DICOM BodyPartExamined, else the catalog's
+    pa.field("slice_side", pa.string()),  # a sagittal slice's side of the midline ("left", "right", "midline")
     pa.field("label_slice", pa.binary()),  # the annotation slice: uint16 label values, row-major, height x width
     pa.field("image_labels", pa.list_(pa.string())),  # catalog names of image-level class labels
     pa.field("member_files", pa.list_(pa.string())),  # a DICOM series' image files, in slice order

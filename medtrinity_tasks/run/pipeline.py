@@ -29,6 +29,7 @@ LOADERS = {
     "nnunet": VolumeSlicer,
     "paired_files": VolumeSlicer,
     "series": DicomSeriesSlicer,
+    "dicomweb": DicomSeriesSlicer,
     "image_mask": PlanarImageLoader,
     "image_table": PlanarImageLoader,
     "coco": PlanarImageLoader,

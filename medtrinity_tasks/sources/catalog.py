@@ -167,9 +167,32 @@ class PairedFilesLayout(BaseModel):
         return self
 
 
+class Cine(BaseModel):
+    """How the frames of a multi-frame 2D object (ultrasound or angiography cine) become images."""
+
+    model_config = ConfigDict(extra="forbid")
+    frames: int = Field(default=4, ge=1)
+    """Frames kept per cine object, evenly spaced from the first to the last (all of them when it has fewer)."""
+
+
+class DicomwebLayout(BaseModel):
+    """Studies on a DICOMweb server (a PACS, Orthanc, dcm4chee): searched with QIDO-RS, retrieved with WADO-RS
+    into the source's mirror under MEDTRINITY_CACHE_DIR, then grouped into series as files are. The entry's
+    ``location`` is the service's base URL (``http://pacs:8042/dicom-web``); credentials come from the
+    MEDTRINITY_DICOMWEB_* settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    study_filters: dict[str, str] = {}
+    """QIDO-RS search keys for studies, e.g. {"ModalitiesInStudy": "CT", "StudyDate": "20200101-20201231"}."""
+    series_filters: dict[str, str] = {}
+    """QIDO-RS search keys for the series of each study, e.g. {"Modality": "CT"}."""
+    page_size: int = Field(default=100, ge=1)
+    """Studies per QIDO-RS page (``limit`` and ``offset``)."""
+
+
 LAYOUTS = {
     "nifti": {"msd", "nnunet", "paired_files"},
-    "dicom": {"series", "image_table"},
+    "dicom": {"series", "image_table", "dicomweb"},
     "image2d": {"image_mask", "image_table", "coco", "class_folders"},
 }
 """The layouts each format may come in."""
@@ -182,9 +205,22 @@ class SourceEntry(BaseModel):
     homepage: str | None
     licence: str
     modality: str
+    """The images' modality (DICOM code: CT, MR, CR, DX, US...). A DICOM object's own Modality overrides it."""
+    modalities: list[str] | None = None
+    """DICOM sources: the modalities kept; objects of others are rejected with the reason. Unset: all."""
     body_region: str
+    """What the images show (abdomen, chest, head...). A DICOM object's own BodyPartExamined overrides it."""
     format: Literal["nifti", "dicom", "image2d"]
-    layout: Literal["msd", "nnunet", "paired_files", "series", "image_mask", "image_table", "coco", "class_folders"]
+    layout: Literal[
+        "msd", "nnunet", "paired_files", "series", "dicomweb", "image_mask", "image_table", "coco", "class_folders"
+    ]
+    roi: Literal["required", "optional"] = "optional"
+    """Images with no annotation that no expert labels: ``optional`` keeps them as records with image-level
+    facts and no region of interest; ``required`` rejects them with the reason."""
+    cine: Cine = Cine()
+    """DICOM multi-frame 2D objects (ultrasound, angiography cine): which frames become images."""
+    dicomweb: DicomwebLayout = DicomwebLayout()
+    """Options of the dicomweb layout."""
     image_mask: ImageMaskLayout = ImageMaskLayout()
     """Options of the image_mask layout."""
     table: TableLayout | None = None
@@ -232,6 +268,8 @@ class SourceEntry(BaseModel):
             raise ValueError("layout 'image_table' needs a `table:` section (images_dir, files)")
         if self.layout == "paired_files" and self.paired_files is None:
             raise ValueError("layout 'paired_files' needs a `paired_files:` section (image_pattern, label_path)")
+        if (self.layout == "dicomweb") != self.location.startswith(("http://", "https://")):
+            raise ValueError("layout 'dicomweb' and only it takes an http(s) location (the DICOMweb base URL)")
         if self.layout not in LAYOUTS[self.format]:
             raise ValueError(
                 f"layout {self.layout!r} does not fit format {self.format!r} ({sorted(LAYOUTS[self.format])})"
@@ -264,11 +302,12 @@ class SourceEntry(BaseModel):
         targets = [value for value, label in self.labels.items() if label.kind != "organ"]
         return sorted(targets or self.labels)
 
-    def display_window(self) -> Window | None:
+    def display_window(self, modality: str | None = None, body_region: str | None = None) -> Window | None:
+        """The window of an image of ``modality`` showing ``body_region`` (the entry's own by default)."""
         if isinstance(self.window, str):
             return WINDOW_PRESETS[self.window]
-        if self.window is None and self.modality == "CT":
-            return WINDOW_PRESETS[REGION_WINDOWS.get(self.body_region, "soft_tissue")]
+        if self.window is None and (modality or self.modality) == "CT":
+            return WINDOW_PRESETS[REGION_WINDOWS.get(body_region or self.body_region, "soft_tissue")]
         return self.window
 
     def location_uri(self, settings: Settings | None = None) -> str:
@@ -284,11 +323,11 @@ class SourceEntry(BaseModel):
             ) from None
 
     def location_path(self, settings: Settings | None = None) -> Path:
-        """The local directory the pipeline reads: the staged copy, or for a source staged on S3
-        its mirror under MEDTRINITY_CACHE_DIR (kept in step by every listing of the source)."""
+        """The local directory the pipeline reads: the staged copy, or for a source staged on S3 or served
+        over DICOMweb its mirror under MEDTRINITY_CACHE_DIR (kept in step by every listing of the source)."""
         settings = settings or load_settings()
         uri = self.location_uri(settings)
-        if uri.startswith("s3://"):
+        if uri.startswith(("s3://", "http://", "https://")):
             return settings.cache_dir / "sources" / self.id
         return self._allowed_location(Path(uri), settings)
 

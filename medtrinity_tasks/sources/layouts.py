@@ -32,10 +32,11 @@ JSON_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, Recu
 """What reading a listing file of the wrong shape raises (RecursionError: arrays nested 100,000 deep)."""
 LISTING_COLUMNS = (
     "source_relpath", "file_relpath", "label_relpath", "sequence", "image_labels", "annotation_boxes",
-    "reference_text", "member_files", "annotation_files",
+    "reference_text", "member_files", "annotation_files", "modality", "body_region",
 )  # fmt: skip
 """The ``ROW_SCHEMA`` columns an input of ``list_inputs`` may carry, whatever its layout: what the first stage
-reads. Besides them a reject carries its reason, and a DICOM input its ``folders``, which only the plan reads."""
+reads (a DICOM series names its own modality and body region). Besides them a reject carries its reason, and a
+DICOM input its ``folders``, which only the plan reads."""
 
 
 def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:
@@ -47,12 +48,16 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
         from medtrinity_tasks.sources.mirror import mirror
 
         mirror(uri, source.location_path(settings), settings)
+    elif source.layout == "dicomweb" and scope is None:  # the plan's listing brings the mirror in step; shards read it
+        from medtrinity_tasks.sources.dicomweb import mirror_dicomweb
+
+        mirror_dicomweb(source, source.location_path(settings), settings)
     root = source.location_path(settings)
     if not root.is_dir():
         hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
     lister = LISTERS[source.layout]
-    inputs = lister(source, root, scope) if source.layout == "series" else lister(source, root)
+    inputs = lister(source, root, scope) if lister is list_dicom_series else lister(source, root)
     for key, item in inputs.items():
         reason = None if item.get("reject_reason") else _escape_reason(root, item)
         inputs[key] = _deidentify(rejected(item, reason) if reason else item, source, settings)
@@ -414,6 +419,7 @@ LISTERS = {
     "nnunet": _nnunet,
     "paired_files": _paired_files,
     "series": list_dicom_series,
+    "dicomweb": list_dicom_series,  # the server's series, retrieved into the mirror
     "image_mask": _image_mask,
     "image_table": _image_table,
     "coco": _coco,

@@ -11,6 +11,7 @@ READERS: dict[tuple[str, str], type[InputReader]] = {
     ("nifti", "nnunet"): NiftiVolumeReader,
     ("nifti", "paired_files"): NiftiVolumeReader,
     ("dicom", "series"): DicomSeriesReader,
+    ("dicom", "dicomweb"): DicomSeriesReader,
     ("dicom", "image_table"): DicomImageReader,
     ("image2d", "image_mask"): PlanarReader,
     ("image2d", "image_table"): PlanarReader,
