@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medtrinity_tasks.preprocess.slicing import AXES, display_view
-from medtrinity_tasks.roi.location import describe_location
+from medtrinity_tasks.roi.location import describe_location, on_side, patient_axes, without_organ
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.readers.nifti import read_nifti
 
@@ -28,6 +28,42 @@ def test_describe_location_follows_patient_orientation(orientation, centroid, ex
 
 def test_describe_location_names_the_organ():
     assert describe_location((50, 50), 100, 100, ["L", "P"], "abdomen", "liver") == "midline abdomen, within the liver"
+    assert describe_location((50, 50), 100, 100, ["L", "P"], "abdomen", "abdomen") == "midline abdomen"  # not twice
+
+
+@pytest.mark.parametrize("centroid, side", [((10, 50), "right"), ((90, 50), "left"), ((50, 50), "midline")])
+def test_a_coronal_slice_states_the_side_from_its_orientation(centroid, side):
+    """Coronal slices hold left and right in their plane: the side comes from the orientation AXES gives them."""
+    location = describe_location(centroid, 100, 100, AXES["coronal"][1], "abdomen")
+    assert location.split()[0] == side
+
+
+def test_a_sagittal_slice_has_no_side_in_its_plane_and_takes_the_slices():
+    in_plane = describe_location((10, 10), 100, 100, AXES["sagittal"][1], "brain", "white matter")
+    assert in_plane == "anterior superior brain, within the white matter"
+    assert on_side(in_plane, "left") == "left anterior superior brain, within the white matter"
+    assert on_side("central brain", "midline") == "midline brain"
+    assert on_side("right anterior abdomen", "left") == "right anterior abdomen"  # the plane's own side stands
+    assert on_side(in_plane, None) == in_plane
+    assert without_organ(in_plane, "white matter") == "anterior superior brain"
+    assert without_organ(in_plane, "grey matter") == in_plane
+
+
+@pytest.mark.parametrize(
+    "orientation, axes",
+    [
+        (["L", "P"], ("L", "P")), (["L", "F"], ("L", "I")), (["r", "H"], ("R", "S")), (["LP", "F"], ("L", "I")),
+        (["L", "R"], None), (["P", "P"], None), (["Q", "P"], None), (["", "P"], None), (["L"], None), (None, None),
+    ],
+)  # fmt: skip
+def test_patient_axes_read_dicom_orientations(orientation, axes):
+    """DICOM's Patient Orientation says H and F for head and foot, and oblique directions by several letters."""
+    assert patient_axes(orientation) == axes
+
+
+def test_a_radiograph_with_dicom_orientation_is_located_in_patient_terms():
+    assert describe_location((10, 90), 100, 100, ["L", "F"], "chest") == "right inferior chest"
+    assert describe_location((10, 90), 100, 100, ["L", "L"], "chest") == "lower left part of the image"
 
 
 @pytest.mark.parametrize("codes", ["RAS", "LPS", "LAS", "RPI", "PRS"])
