@@ -18,7 +18,7 @@ def test_five_non_empty_sections_grounded_in_the_facts():
     assert "4.0% of the image" in sections["roi_location"]
     assert sections["roi_texture"] == (
         "The liver tumour is oval with a well-defined margin; "
-        "hypodense relative to the surrounding tissue, homogeneous."
+        "it is hypodense relative to the surrounding tissue, homogeneous."
     )
     assert "within the liver" in sections["region_relationship"]
     assert "annotated liver tumour" in sections["region_relationship"]
