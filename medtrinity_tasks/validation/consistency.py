@@ -17,18 +17,29 @@ from functools import lru_cache
 
 from medtrinity_tasks.phi import PLACEHOLDER_TAGS, find_phi
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS
-from medtrinity_tasks.roi.location import CENTRAL_BAND, OPPOSITE, WORDS
+from medtrinity_tasks.roi.location import CENTRAL_BAND, OPPOSITE, WORDS, patient_axes
+from medtrinity_tasks.validation.defects import ImageBounds
 
 MODALITY_WORDS = {
     "CT": r"computed tomography|ct",
     "MR": r"magnetic resonance|mri?",
     "XR": r"radiograph\w*|x-ray|cxr",
+    "MG": r"mammogra\w*",
+    "XA": r"angiogra\w*",
+    "NM": r"nuclear medicine|scintigra\w*|gamma camera",
+    "PT": r"positron emission tomography|pet",
     "US": r"ultrasound|sonograph\w*",
     "dermoscopy": r"dermoscop\w*|dermatoscop\w*",
     "endoscopy": r"endoscop\w*|colonoscop\w*",
     "histopathology": r"histopatholog\w*|histolog\w*|whole-slide|h&e",
 }
-"""How a text names each modality (the catalog's codes); each pattern is matched as whole words."""
+"""How a text names each modality (the catalog's and DICOM's codes); each pattern is matched as whole words."""
+MODALITY_KIN = {
+    **dict.fromkeys(("CR", "DX", "MG", "IO", "PX", "XA", "RF"), "XR"),
+    "ES": "endoscopy", "SM": "histopathology", "GM": "histopathology",
+}  # fmt: skip
+"""DICOM codes a text may name by a kindred catalog modality's words: projection X-ray kinds are
+radiographs ("X-ray mammography"), DICOM's endoscopy and microscopy the catalog's."""
 ORGAN_WORDS = {
     "liver": "liver|hepatic", "spleen": "spleen|splenic", "kidney": "kidneys?|renal", "lung": "lungs?|pulmonary",
     "heart": "heart|cardiac", "brain": "brain|cerebral", "pancreas": "pancreas|pancreatic", "prostate": "prostate",
@@ -57,18 +68,22 @@ _ROI_SECTIONS = ("roi_location", "roi_texture", "region_relationship")
 
 @dataclass(frozen=True)
 class Vocabulary:
+    """What the gate judges a record by: the catalog's words and the settings' image bounds."""
+
     diseases: tuple[str, ...]
     """Disease names specific enough that naming one the facts lack is a contradiction."""
+    image_bounds: ImageBounds
 
 
 @lru_cache(maxsize=8)
-def vocabulary(diseases: tuple[str, ...]) -> Vocabulary:
+def vocabulary(diseases: tuple[str, ...], image_bounds: ImageBounds | None = None) -> Vocabulary:
+    """The vocabulary of ``diseases``, with ``image_bounds`` or, unset, the bounds the settings declare."""
     specific = {d.lower() for d in diseases if not set(re.findall(r"[\w-]+", d.lower())) <= GENERIC_DISEASE_WORDS}
-    return Vocabulary(diseases=tuple(sorted(specific)))
+    return Vocabulary(diseases=tuple(sorted(specific)), image_bounds=image_bounds or ImageBounds.declared())
 
 
 def catalog_vocabulary(settings) -> Vocabulary:
-    """The disease names of every catalogued source's labels."""
+    """The disease names of every catalogued source's labels, and the settings' image bounds."""
     from medtrinity_tasks.sources.catalog import load_catalog
 
     names = {
@@ -79,7 +94,7 @@ def catalog_vocabulary(settings) -> Vocabulary:
         for name in (label.disease, label.name)
         if name
     }
-    return vocabulary(tuple(sorted(names)))
+    return vocabulary(tuple(sorted(names)), ImageBounds.from_settings(settings))
 
 
 def _find(patterns: dict[str, str], text: str) -> set[str]:
@@ -97,15 +112,20 @@ def named(text: str, vocab: Vocabulary) -> dict[str, set[str]]:
     }
 
 
-def own_text(row: dict, sections=DESCRIPTION_SECTIONS) -> str:
-    """The description's sections, without the background quoted from passages."""
+def own_sections(row: dict, sections=DESCRIPTION_SECTIONS) -> dict[str, str]:
+    """Each of the description's sections, without the background quoted from passages."""
     description = row.get("description") or {}
-    return " ".join(_BACKGROUND.sub("", description.get(name) or "") for name in sections)
+    return {name: _BACKGROUND.sub("", description.get(name) or "") for name in sections}
+
+
+def own_text(row: dict, sections=DESCRIPTION_SECTIONS) -> str:
+    """The description's sections as one text, without the background quoted from passages."""
+    return " ".join(own_sections(row, sections).values())
 
 
 def fact_text(row: dict) -> str:
     """Everything the record states about what the image shows, as one string."""
-    parts = [row.get("organ") or "", row.get("coarse_caption") or ""]
+    parts = [row.get(name) or "" for name in ("organ", "coarse_caption", "view", "slice_side")]
     parts += list(row.get("anatomy") or []) + list(row.get("diseases") or []) + list(row.get("image_labels") or [])
     for roi in row.get("rois") or []:
         parts += [roi.get("label") or "", roi.get("location") or "", roi.get("organ_location") or ""]
@@ -137,8 +157,10 @@ def read(row: dict, vocab: Vocabulary) -> Reading:
 
 
 def modality_agrees(reading: Reading) -> bool:
+    """The text names no other modality than the record's and, where the record's has words, names it."""
     said, modality = reading.said["modality"], reading.row.get("modality")
-    return not (said - {modality} or (modality in MODALITY_WORDS and modality not in said))
+    accepted = {modality, MODALITY_KIN.get(modality, modality)}
+    return not (said - accepted or (accepted & MODALITY_WORDS.keys() and not said & accepted))
 
 
 def organ_agrees(reading: Reading) -> bool:
@@ -166,8 +188,8 @@ def laterality_agrees(reading: Reading) -> bool:
 def roi_location_agrees(reading: Reading) -> bool:
     """No ROI's side in words is the opposite of where its centroid lies."""
     row = reading.row
-    orientation = row.get("patient_orientation")
-    if not orientation:
+    orientation = patient_axes(row.get("patient_orientation"))
+    if orientation is None:
         return True
     for roi in row.get("rois") or []:
         words = set(re.findall(r"\w+", (roi.get("location") or "").split(",")[0]))

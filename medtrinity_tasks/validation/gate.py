@@ -1,8 +1,9 @@
 """The record gate: a Great Expectations suite run over each shard's records before it is written.
 
 The suite checks the record contract (schema, completeness, value ranges, the five sections within
-their length bounds, unique ids) and the consistency columns ``validation.consistency`` computes
-(the text against the facts it was written from, no PHI-like strings). Records that fail a
+their length bounds, unique ids), images too small or too narrow to describe, the consistency columns
+``validation.consistency`` computes (the text against the facts it was written from, no PHI-like
+strings) and the template defects ``validation.defects`` finds in the text. Records that fail a
 record-level expectation are quarantined with the reasons; nothing is dropped. A failing
 table-level expectation (a column missing) means the pipeline itself is broken, so it raises
 instead of quarantining everything.
@@ -19,9 +20,10 @@ import pandas as pd
 from medtrinity_tasks.generation.prompt import SECTION_MAX_CHARS
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.records import DESCRIPTION_SECTIONS, RECORD_SCHEMA
-from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary, read
+from medtrinity_tasks.validation.consistency import CHECKS, Vocabulary, own_sections, read
+from medtrinity_tasks.validation.defects import section_defects
 
-SUITE_NAME = "medtrinity_records_v2"
+SUITE_NAME = "medtrinity_records_v3"
 REQUIRED = ["id", "source_id", "source_relpath", "modality", "organ", "image_bytes", "coarse_caption",
             "description_text", "width", "height", "slice_index"]  # fmt: skip
 
@@ -49,6 +51,10 @@ def check_frame(rows: list[dict], vocab: Vocabulary) -> pd.DataFrame:
     frame["rois_inside_image"] = [_rois_inside_image(row) for row in rows]
     frame["rois_area_valid"] = [_rois_area_valid(row) for row in rows]
     frame["id_first_seen"] = ~frame["id"].duplicated()  # ids address content: a repeat is the same image again
+    frame["image_degeneracy"] = [vocab.image_bounds.degeneracy(row.get("width"), row.get("height")) for row in rows]
+    frame["text_defects"] = [section_defects(own_sections(row)) for row in rows]
+    for checked, detail in DETAILED.values():
+        frame[checked] = frame[detail].isna()
     readings = [read(row, vocab) for row in rows]
     for column, (agrees, _) in CHECKS.items():
         frame[column] = [agrees(reading) for reading in readings]
@@ -57,8 +63,17 @@ def check_frame(rows: list[dict], vocab: Vocabulary) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+DETAILED = {
+    "degenerate image": ("image_proportionate", "image_degeneracy"),
+    "description has a template defect": ("text_well_formed", "text_defects"),
+}
+"""Checks whose reason says what is wrong in each record: kind -> (the column checked, the column that
+holds each record's particulars)."""
+
+
 def _expectations():
-    """(expectation, quarantine reason kind) pairs; None marks a table-level check."""
+    """(expectation, quarantine reason kind, the column with each record's particulars) triples; a kind
+    of None marks a table-level check."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -80,7 +95,11 @@ def _expectations():
         for name in DESCRIPTION_SECTIONS
     ]
     checks += [(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True]), reason) for c, (_, reason) in CHECKS.items()]
-    return [(expectation, Reason.of(kind) if kind else None) for expectation, kind in checks]
+    triples = [(expectation, kind, None) for expectation, kind in checks]
+    return triples + [
+        (e.ExpectColumnValuesToBeInSet(column=checked, value_set=[True]), kind, detail)
+        for kind, (checked, detail) in DETAILED.items()
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -98,12 +117,10 @@ def _suite():
         .add_dataframe_asset("shard")
         .add_batch_definition_whole_dataframe("all")
     )
-    checks = _expectations()
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
     reasons = {}
-    for expectation, reason in checks:
-        expectation = suite.add_expectation(expectation)
-        reasons[expectation.id] = reason
+    for expectation, kind, detail in _expectations():
+        reasons[suite.add_expectation(expectation).id] = (kind, detail)
     return batch_definition, suite, reasons
 
 
@@ -121,10 +138,11 @@ def validate_records(rows: list[dict], vocab: Vocabulary):
     for check in result.results:
         if check.success:
             continue
-        reason = reasons[check.expectation_config.id]
-        if reason is None:
+        kind, detail = reasons[check.expectation_config.id]
+        if kind is None:
             raise GateError(f"shard does not match the record schema: {check.expectation_config.kwargs}")
         for index in check.result.get("unexpected_index_list") or []:
+            reason = Reason.of(kind, frame.at[int(index), detail] if detail else None)
             failures.setdefault(int(index), []).append(reason)
     passed, failed = [], []
     for index, row in enumerate(rows):

@@ -135,3 +135,33 @@ def test_a_disease_may_be_named_by_the_label_it_was_annotated_as():
     assert CHECKS["disease_agrees"][0](read(by_label, VOCAB))
     unnamed = dict(record, description={name: "A region of the liver." for name in record["description"]})
     assert not CHECKS["disease_agrees"][0](read(unnamed, VOCAB))
+
+
+@pytest.mark.parametrize(
+    "modality, text, agrees",
+    [
+        ("CR", "Computed radiography (CR) X-ray image.", True),
+        ("DX", "Digital radiography (DX) X-ray image, PA view.", True),
+        ("MG", "X-ray mammography (MG) image, left CC view.", True),
+        ("ES", "Endoscopy (ES) image.", True),
+        ("NM", "Nuclear medicine (NM) image.", True),
+        ("PT", "Axial positron emission tomography (PET) slice.", True),
+        ("SC", "Secondary capture (SC) image.", True),  # no words of its own: nothing to require
+        ("CR", "Axial computed tomography (CT) slice.", False),
+        ("MG", "Ultrasound (US) image.", False),
+        ("XR", "X-ray mammography (MG) image.", False),  # a radiograph is not a mammogram
+        ("NM", "Secondary capture (SC) image.", False),  # its own words are missing
+    ],
+)
+def test_dicom_modalities_may_be_named_by_kindred_words(modality, text, agrees):
+    record = with_section(make_record(modality=modality), "modality", text)
+    assert CHECKS["modality_agrees"][0](read(record, VOCAB)) is agrees
+
+
+def test_a_sagittal_slice_side_and_a_view_are_facts_the_text_may_name():
+    roi = dict(make_record()["rois"][0], location="anterior superior brain")
+    sagittal = make_record(axis="sagittal", patient_orientation=["P", "I"], slice_side="left", rois=[roi])
+    assert "left anterior superior brain" in sagittal["description"]["roi_location"]
+    assert CHECKS["laterality_agrees"][0](read(sagittal, VOCAB))
+    unsided = dict(sagittal, slice_side=None)  # the same words without the fact they came from
+    assert not CHECKS["laterality_agrees"][0](read(unsided, VOCAB))
