@@ -9,7 +9,16 @@ from __future__ import annotations
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
-MODALITY_NAMES = {"CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "X-ray radiograph"}
+MODALITY_NAMES = {
+    "CT": "computed tomography (CT)", "MR": "magnetic resonance (MR)", "XR": "X-ray radiograph",
+    "CR": "computed radiography (CR) X-ray", "DX": "digital radiography (DX) X-ray", "MG": "X-ray mammography (MG)",
+    "IO": "intra-oral X-ray (IO)", "PX": "panoramic X-ray (PX)", "XA": "X-ray angiography (XA)",
+    "RF": "X-ray fluoroscopy (RF)", "US": "ultrasound (US)", "NM": "nuclear medicine (NM)",
+    "PT": "positron emission tomography (PET)", "SC": "secondary capture (SC)", "OT": "other-modality (OT)",
+    "ES": "endoscopy (ES)", "XC": "external camera photography (XC)", "OP": "ophthalmic photography (OP)",
+    "SM": "slide microscopy (SM)", "GM": "general microscopy (GM)",
+}  # fmt: skip
+"""How a caption names each modality: the catalog's names and the DICOM Modality codes."""
 
 
 def image_kind(row: dict, modality: str) -> str:
@@ -30,8 +39,10 @@ def join_words(words: list[str]) -> str:
 
 
 def coarse_caption(row: dict, source: SourceEntry) -> str:
-    text = f"{image_kind(row, source.modality)} of the {source.body_region}"
-    shown = [part for part in row.get("anatomy") or [] if part != source.body_region]
+    """The image's own modality and region (a DICOM series' own), else the catalog entry's."""
+    region = row.get("body_region") or source.body_region
+    text = f"{image_kind(row, row.get('modality') or source.modality)} of the {region}"
+    shown = [part for part in row.get("anatomy") or [] if part != region]
     if shown:
         text += f" showing the {join_words(shown)}"
     counts: dict[str, int] = {}
@@ -50,7 +61,7 @@ def coarse_caption(row: dict, source: SourceEntry) -> str:
 class CoarseCaption(Stage):
     name = "coarse_caption"
     version = "1"
-    reads = ("axis", "sequence", "anatomy", "rois", "image_labels")
+    reads = ("modality", "body_region", "axis", "sequence", "anatomy", "rois", "image_labels")
     writes = ("coarse_caption",)
 
     def __init__(self, source: SourceEntry):

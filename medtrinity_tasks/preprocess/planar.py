@@ -28,29 +28,75 @@ def to_8bit(pixels: np.ndarray, colour: bool, window: Window | None = None) -> n
     return pixels
 
 
+NOT_ANNOTATED = (
+    "image has no annotation and no expert covers its modality and region",
+    "the source's entry sets roi: required",
+)
+"""Why an image without mask, boxes or class labels is rejected where the entry requires regions of interest."""
+
+
+def planar_record(
+    source: SourceEntry, row: dict, image: np.ndarray, mask: np.ndarray, image_size: int, **facts
+) -> dict:
+    """The record row of one 2D image (8-bit grey or RGB) with its mask, shrunk to ``image_size``: ``facts`` name
+    its ``key`` (what its id is made of), ``frame``, ``modality``, ``body_region``, ``spacing_mm`` (between rows and
+    columns, or None), ``patient_orientation`` and ``view``."""
+    image, mask, scale = fit_within(image, mask, image_size)
+    height, width = image.shape[:2]
+    spacing = facts["spacing_mm"]
+    stem = facts["key"].rsplit(".", 1)[0]  # the path: many sources reuse file names across folders
+    suffix = f"_{facts['frame']:04d}" if facts["frame"] else ""
+    return dict(
+        row,
+        id=record_id(source.id, facts["key"], "image", facts["frame"]),
+        modality=facts["modality"],
+        body_region=facts["body_region"],
+        image={"bytes": encode_png(image), "path": f"{source.id}/{stem}{suffix}.png"},
+        width=width,
+        height=height,
+        axis="image",
+        slice_index=facts["frame"],
+        spacing_mm=[spacing[0] / scale, spacing[1] / scale] if spacing else None,  # no spacing: sizes in pixels
+        patient_orientation=facts["patient_orientation"],
+        view=facts["view"],
+        slice_side=None,
+        label_slice=np.ascontiguousarray(mask, dtype="<u2").tobytes(),
+        annotation_boxes=[
+            dict(box, bbox_xyxy=[v * scale for v in box["bbox_xyxy"]]) for box in row.get("annotation_boxes") or []
+        ],
+    )
+
+
 class PlanarImageLoader(InputStage):
     """Reads an image (and its mask, if it has one); emits one record row, or a reject with the reason."""
 
     name = "load_images"
-    version = "1"
+    version = "2"
     batch_size = 16  # 2D images are small: several per task
-    reads = ("source_relpath", "file_relpath", "label_relpath", "annotation_boxes")
+    reads = ("source_relpath", "file_relpath", "label_relpath", "annotation_boxes", "image_labels")
     writes = (
-        "id", "modality", "image", "width", "height", "axis", "slice_index", "spacing_mm", "patient_orientation",
-        "label_slice", "annotation_boxes",
+        "id", "modality", "body_region", "image", "width", "height", "axis", "slice_index", "spacing_mm",
+        "patient_orientation", "view", "slice_side", "label_slice", "annotation_boxes",
     )  # fmt: skip
 
-    def __init__(self, source: SourceEntry, *, root: Path, image_size: int, limits: InputLimits):
-        """As ``VolumeSlicer``'s parameters of the same names. A 2D image without annotations is a record whether
-        or not an expert follows (its class labels, boxes or none say what it shows)."""
+    def __init__(
+        self, source: SourceEntry, *, root: Path, image_size: int, limits: InputLimits, keep_unannotated: bool
+    ):
+        """As ``VolumeSlicer``'s parameters of the same names. ``keep_unannotated``: an image without mask, boxes
+        or class labels is a record (an expert follows, or the entry's regions of interest are optional);
+        otherwise it is rejected."""
         self.source = source
         self.root = root
         self.image_size = image_size
         self.limits = limits
+        self.keep_unannotated = keep_unannotated
         self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
         """Pixels as stored (2D image files), or in modality units (single DICOM images), with the mask if any."""
 
     def rows_for(self, row: dict) -> list[dict]:
+        annotated = row.get("label_relpath") or row.get("annotation_boxes") or row.get("image_labels")
+        if not (annotated or self.keep_unannotated):
+            raise InputRejected(*NOT_ANNOTATED)
         pixels, mask = self.reader.read(row, unannotated=True)
         if row.get("label_relpath"):
             present = set(np.flatnonzero(np.bincount(mask.ravel())).tolist())
@@ -60,23 +106,13 @@ class PlanarImageLoader(InputStage):
         if self.source.rescale_intercept:
             pixels = pixels.astype(np.float32) + self.source.rescale_intercept
         image = to_8bit(pixels, self.source.colour, self.source.display_window())
-        image, mask, scale = fit_within(image, mask, self.image_size)
-        height, width = image.shape[:2]
-        stem = row["source_relpath"].rsplit(".", 1)[0]  # the path: many sources reuse file names across folders
-        record = dict(
-            row,
-            id=record_id(self.source.id, row["source_relpath"], "image", 0),
+        facts = dict(
+            key=row["source_relpath"],
+            frame=0,
             modality=self.source.modality,
-            image={"bytes": encode_png(image), "path": f"{self.source.id}/{stem}.png"},
-            width=width,
-            height=height,
-            axis="image",
-            slice_index=0,
-            spacing_mm=None,  # a 2D image's pixels have no physical size here: sizes are given in pixels
+            body_region=self.source.body_region,
+            spacing_mm=None,  # a 2D image file's pixels have no physical size: sizes are given in pixels
             patient_orientation=self.source.patient_orientation,
-            label_slice=np.ascontiguousarray(mask, dtype="<u2").tobytes(),
-            annotation_boxes=[
-                dict(box, bbox_xyxy=[v * scale for v in box["bbox_xyxy"]]) for box in row.get("annotation_boxes") or []
-            ],
+            view=None,
         )
-        return [record]
+        return [planar_record(self.source, row, image, mask, self.image_size, **facts)]

@@ -59,17 +59,47 @@ def choose_slices(
     return sorted(roi_slices + list(context_slices))
 
 
+def slicing_axis(shape: tuple[int, ...], wanted: str, min_side: int) -> str | None:
+    """The axis to cut a volume of ``shape`` (RAS+) along: the catalog's ``wanted`` axis when its slices are at
+    least ``min_side`` pixels each way, else the axis the volume has fewest voxels along (the one it was acquired
+    along: a thin stack of sagittal slices is cut sagittally, a single slice is itself), when its slices are that
+    large; None when no axis gives images that large. So a volume is only cut along an axis it has, and a single
+    slice never becomes strips."""
+    for axis in (wanted, next(name for name, (along, _) in AXES.items() if along == int(np.argmin(shape[:3])))):
+        along = AXES[axis][0]
+        if min(side for a, side in enumerate(shape[:3]) if a != along) >= min_side:
+            return axis
+    return None
+
+
+SIDE_TOLERANCE = 0.05
+"""A sagittal slice within this fraction of the volume's width of its centre lies on the midline."""
+
+
+def slice_side(axis: str, index: int, size: int) -> str | None:
+    """Which side of the patient a sagittal slice lies on, judged against the centre of the volume's left-right
+    extent (the field of view is centred on the patient); None for other slices. RAS+: x increases to the right."""
+    if axis != "sagittal":
+        return None
+    offset = (index - (size - 1) / 2) / max(size, 1)
+    if abs(offset) <= SIDE_TOLERANCE:
+        return "midline"
+    return "right" if offset > 0 else "left"
+
+
 class VolumeSlicer(InputStage):
     """Reads an image volume and its label map (NIfTI, or a DICOM series with its SEG and RTSTRUCT files: the
     source's reader); emits one row per chosen slice, or a reject."""
 
     name = "slice_volumes"
-    version = "1"
+    version = "2"
     batch_size = 1  # one volume per task: volumes are read and sliced in parallel
-    reads = ("source_relpath", "file_relpath", "label_relpath", "annotation_files", "sequence")
+    reads = (
+        "source_relpath", "file_relpath", "label_relpath", "annotation_files", "sequence", "modality", "body_region",
+    )  # fmt: skip
     writes = (
-        "id", "modality", "sequence", "image", "width", "height", "axis", "slice_index", "spacing_mm",
-        "patient_orientation", "label_slice",
+        "id", "modality", "body_region", "sequence", "image", "width", "height", "axis", "slice_index", "spacing_mm",
+        "patient_orientation", "view", "slice_side", "label_slice",
     )  # fmt: skip
 
     def __init__(
@@ -78,17 +108,20 @@ class VolumeSlicer(InputStage):
         *,
         root: Path,
         image_size: int,
+        min_image_side: int,
         context_slices: int,
         unannotated_slices: int,
         limits: InputLimits,
     ):
         """``root``: the staged source's directory; ``image_size``: the longest side of an output image (0: kept);
-        ``context_slices``: slices without a lesion kept per volume, unless the catalog entry sets its own;
-        ``unannotated_slices``: slices kept of a volume without annotations for the expert that follows (0: no
-        expert follows, and such a volume is rejected); ``limits``: what one input may claim before it is decoded."""
+        ``min_image_side``: the shortest side a slice may have (``slicing_axis``); ``context_slices``: slices
+        without a lesion kept per volume, unless the catalog entry sets its own; ``unannotated_slices``: slices
+        kept of a volume without annotations, for the expert that follows or as image-level records (0: such a
+        volume is rejected); ``limits``: what one input may claim before it is decoded."""
         self.source = source
         self.root = root
         self.image_size = image_size
+        self.min_image_side = min_image_side
         self.limits = limits
         self.reader = reader_for(source.format, source.layout)(source, self.root, self.limits)
         self.context = source.slicing.context_slices if source.slicing.context_slices is not None else context_slices
@@ -111,43 +144,58 @@ class VolumeSlicer(InputStage):
         unknown = sorted(present - set(self.source.labels))
         if unknown:
             raise InputRejected("label map holds values the catalog entry does not define", listed(unknown))
-        axis = self.source.slicing.axis
-        along, orientation = AXES[axis]
+        axis = slicing_axis(image.data.shape, self.source.slicing.axis, self.min_image_side)
+        if axis is None:
+            raise InputRejected(
+                "volume too small to slice",
+                f"{'x'.join(map(str, image.data.shape[:3]))} voxels: no axis gives slices of at least "
+                f"{self.min_image_side} pixels each way (MEDTRINITY_MIN_IMAGE_SIDE)",
+            )
         channels = self.channels(row, image)
         context = self.context if annotated else self.unannotated_slices
         chosen = choose_slices(labels, self.roi_values, channels[0][1], context, axis)
         if not chosen:
             raise InputRejected("no slice holds a lesion or enough contrast to keep as context")
+        return [
+            self.slice_row(row, image, labels, axis, index, sequence, voxels, multichannel=len(channels) > 1)
+            for sequence, voxels in channels
+            for index in chosen
+        ]
+
+    def slice_row(
+        self, row: dict, image: Volume, labels: np.ndarray, axis: str, index: int, sequence, voxels, multichannel: bool
+    ) -> dict:
+        """The row of one slice of one channel: its 8-bit image in display view, its label slice and geometry."""
+        along, orientation = AXES[axis]
+        modality = row.get("modality") or self.source.modality
+        region = row.get("body_region") or self.source.body_region
+        window = self.source.display_window(modality, region)
+        pixels = window_to_uint8(
+            display_view(plane(voxels, along, index)),
+            window.center if window else None,
+            window.width if window else None,
+        )
+        label_slice = display_view(plane(labels, along, index)).astype("<u2")
+        pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
+        height, width = pixels.shape
         col_mm, row_mm = (image.spacing_mm[a] for a in range(3) if a != along)
-        window = self.source.display_window()
+        channel_key = f"{row['source_relpath']}#{sequence}" if multichannel else row["source_relpath"]
+        prefix = f"{sequence}_" if multichannel else ""
         folder = f"{self.source.id}/{row['source_relpath'].split('.')[0]}"
-        slices = []
-        for sequence, voxels in channels:
-            channel_key = row["source_relpath"] if len(channels) == 1 else f"{row['source_relpath']}#{sequence}"
-            prefix = f"{sequence}_" if len(channels) > 1 else ""
-            for index in chosen:
-                pixels = window_to_uint8(
-                    display_view(plane(voxels, along, index)),
-                    window.center if window else None,
-                    window.width if window else None,
-                )
-                label_slice = display_view(plane(labels, along, index)).astype("<u2")
-                pixels, label_slice, scale = fit_within(pixels, label_slice, self.image_size)
-                height, width = pixels.shape
-                slices.append(
-                    dict(
-                        row,
-                        id=record_id(self.source.id, channel_key, axis, index),
-                        modality=self.source.modality,
-                        sequence=sequence,
-                        image={"bytes": encode_png(pixels), "path": f"{folder}/{prefix}{axis}_{index:04d}.png"},
-                        width=width,
-                        height=height,
-                        axis=axis,
-                        slice_index=index,
-                        spacing_mm=[row_mm / scale, col_mm / scale, image.spacing_mm[along]],
-                        patient_orientation=orientation,
-                        label_slice=np.ascontiguousarray(label_slice, dtype="<u2").tobytes(),
-                    )
-                )
-        return slices
+        return dict(
+            row,
+            id=record_id(self.source.id, channel_key, axis, index),
+            modality=modality,
+            body_region=region,
+            sequence=sequence,
+            image={"bytes": encode_png(pixels), "path": f"{folder}/{prefix}{axis}_{index:04d}.png"},
+            width=width,
+            height=height,
+            axis=axis,
+            slice_index=index,
+            spacing_mm=[row_mm / scale, col_mm / scale, image.spacing_mm[along]],
+            patient_orientation=orientation,
+            view=None,
+            slice_side=slice_side(axis, index, voxels.shape[along]),
+            label_slice=np.ascontiguousarray(label_slice, dtype="<u2").tobytes(),
+        )

@@ -6,7 +6,7 @@ import numpy as np
 
 from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.roi.descriptors import ring_window, surrounding_ring
-from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
+from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, image_modality, organ_context
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Stage
 
@@ -25,8 +25,8 @@ class AnnotationRois(Stage):
     name = "annotation_rois"
     version = "1"
     reads = (
-        "image", "width", "height", "label_slice", "annotation_boxes", "image_labels", "patient_orientation",
-        "spacing_mm",
+        "image", "modality", "body_region", "width", "height", "label_slice", "annotation_boxes", "image_labels",
+        "patient_orientation", "spacing_mm",
     )  # fmt: skip
     writes = ("rois", "anatomy", "organ", "diseases", "label_slice")
 
@@ -43,8 +43,8 @@ class AnnotationRois(Stage):
         organ_values = {v: label.name for v, label in self.source.labels.items() if label.kind == "organ"}
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
-        organs = organ_context(self.source, pixels, row.get("patient_orientation"))
-        frame = body_frame(self.source, pixels)
+        organs = organ_context(self.source, row, pixels)
+        frame = body_frame(self.source, row, pixels)
         rois = []
         for value in sorted(present):
             if value not in self.roi_values:
@@ -56,7 +56,7 @@ class AnnotationRois(Stage):
             label = self.source.label_named(box["label"])
             rois.append(self.box_roi(row, label, box["bbox_xyxy"], pixels, organs, frame))
         rois.sort(key=lambda roi: -roi["area_fraction"])
-        organ = next((roi["organ"] for roi in rois), self.source.body_region)
+        organ = next((roi["organ"] for roi in rois), image_modality(self.source, row)[1])
         named = [roi["label"] for roi in rois] + (row.get("image_labels") or [])
         return dict(
             row,
@@ -77,7 +77,7 @@ class AnnotationRois(Stage):
         mask = np.zeros(pixels.shape[:2], dtype=bool)
         mask[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
         roi = describe_region(self.source, row, pixels, mask, label.name, label.organ, "annotation", organs, box, frame)
-        return dict(roi, organ=label.organ or self.source.body_region)
+        return dict(roi, organ=label.organ or image_modality(self.source, row)[1])
 
     def roi(self, row: dict, label, mask, labels: np.ndarray, pixels: np.ndarray, organ_values, organs, frame):
         """A labelled component; a lesion's organ is the organ label that surrounds it most."""

@@ -26,7 +26,7 @@ from medtrinity_tasks.preprocess.images import decode_png
 from medtrinity_tasks.reasons import Reason, quarantined
 from medtrinity_tasks.roi import rle
 from medtrinity_tasks.roi.bundle import BUNDLE_FILES, MONAI_REQUIRES
-from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, organ_context
+from medtrinity_tasks.roi.regions import body_frame, connected_regions, describe_region, image_modality, organ_context
 from medtrinity_tasks.roi.registry import ExpertEntry, unannotated
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.stages.base import Resources, Stage
@@ -62,7 +62,7 @@ class ExpertRois(Stage):
 
     name = "expert_rois"
     version = "1"
-    reads = ("image", "label_relpath", "annotation_boxes", "annotation_files")
+    reads = ("image", "modality", "body_region", "label_relpath", "annotation_boxes", "annotation_files")
     writes = ("rois",)
     requires = MONAI_REQUIRES
 
@@ -88,7 +88,11 @@ class ExpertRois(Stage):
         self.origin = f"expert {self.model.name} {self.model.version}"
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
-        todo = [i for i, row in enumerate(rows) if unannotated(row)]
+        todo = [
+            i
+            for i, row in enumerate(rows)
+            if unannotated(row) and self.expert.covers(*image_modality(self.source, row))
+        ]
         pixels = [decode_png(rows[i]["image"]["bytes"]) for i in todo]
         out = list(rows)
         for i, label_map in zip(todo, self.predict(pixels), strict=True):
@@ -133,7 +137,9 @@ class DescribeRois(Stage):
 
     name = "describe_rois"
     version = "1"
-    reads = ("image", "rois", "patient_orientation", "spacing_mm", "organ", "anatomy", "diseases")
+    reads = (
+        "image", "modality", "body_region", "rois", "patient_orientation", "spacing_mm", "organ", "anatomy", "diseases",
+    )  # fmt: skip
     writes = ("rois", "organ", "anatomy", "diseases")
 
     def __init__(self, source: SourceEntry, expert: ExpertEntry):
@@ -144,12 +150,12 @@ class DescribeRois(Stage):
 
     def describe(self, row: dict) -> dict:
         pixels = decode_png(row["image"]["bytes"])
-        organs = organ_context(self.source, pixels, row.get("patient_orientation"))
-        frame = body_frame(self.source, pixels)
+        organs = organ_context(self.source, row, pixels)
+        frame = body_frame(self.source, row, pixels)
         rois, diseases, anatomy = [], set(row.get("diseases") or []), set(row.get("anatomy") or [])
         for found in row["rois"]:  # all the expert's: it labels only images that came without annotations
             label = self.expert.label_named(found["label"])
-            organ = label.organ or self.source.body_region
+            organ = label.organ or image_modality(self.source, row)[1]
             for mask in connected_regions(rle.decode(found["mask_rle"]), MIN_EXPERT_PIXELS):
                 roi = describe_region(
                     self.source, row, pixels, mask, label.name, organ, found["origin"], organs, frame=frame
@@ -159,7 +165,7 @@ class DescribeRois(Stage):
                 anatomy.update([label.organ] if label.organ else [])
         rois.sort(key=lambda roi: -roi["area_fraction"])
         largest = next((self.expert.label_named(roi["label"]).organ for roi in rois), None)
-        organ = largest or row.get("organ") or self.source.body_region
+        organ = largest or row.get("organ") or image_modality(self.source, row)[1]
         return dict(row, rois=rois, diseases=sorted(diseases), anatomy=sorted(anatomy), organ=organ)
 
 

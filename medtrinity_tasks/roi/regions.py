@@ -25,9 +25,15 @@ LUNG_REGIONS = {"chest", "thorax", "lung"}
 BRAIN_REGIONS = {"head", "brain"}
 
 
-def hu_window(source: SourceEntry) -> tuple[float, float] | None:
-    """The HU range the source's CT images were windowed to (0 and 255 in the 8-bit image)."""
-    window = source.display_window() if source.modality == "CT" else None
+def image_modality(source: SourceEntry, row: dict) -> tuple[str, str]:
+    """(modality, body region) of a row's image: its own (a DICOM series' headers), else the catalog entry's."""
+    return row.get("modality") or source.modality, row.get("body_region") or source.body_region
+
+
+def hu_window(source: SourceEntry, row: dict) -> tuple[float, float] | None:
+    """The HU range a CT image was windowed to (0 and 255 in the 8-bit image); None for other modalities."""
+    modality, region = image_modality(source, row)
+    window = source.display_window(modality, region) if modality == "CT" else None
     return (window.center - window.width / 2, window.center + window.width / 2) if window else None
 
 
@@ -36,14 +42,14 @@ FRAME_GRID = 128
 body need no finer box, and at full size (512 x 512) the pass cost half the sample expert's forward pass."""
 
 
-def body_frame(source: SourceEntry, pixels: np.ndarray) -> tuple[float, float, float, float] | None:
+def body_frame(source: SourceEntry, row: dict, pixels: np.ndarray) -> tuple[float, float, float, float] | None:
     """The body's box on a CT image (x0, y0, x1, y1, exclusive; to within the subsampling step), so
     that sides are judged on the patient rather than on the image frame; None elsewhere, or when no
     body is found."""
     from medtrinity_tasks.roi.descriptors import to_hu
     from medtrinity_tasks.roi.organs import BODY_HU, largest_component
 
-    window = hu_window(source)
+    window = hu_window(source, row)
     if not window or pixels.ndim != 2:
         return None
     step = max(1, min(pixels.shape) // FRAME_GRID)
@@ -63,7 +69,7 @@ def body_frame(source: SourceEntry, pixels: np.ndarray) -> tuple[float, float, f
     )
 
 
-def organ_context(source: SourceEntry, pixels: np.ndarray, orientation: list[str] | None) -> dict[str, np.ndarray]:
+def organ_context(source: SourceEntry, row: dict, pixels: np.ndarray) -> dict[str, np.ndarray]:
     """Organ masks from the classical experts, where the modality and region have one: lung fields
     on chest CT (from the HU the window kept), the brain on head MR. Empty elsewhere."""
     from medtrinity_tasks.roi import organs
@@ -71,10 +77,12 @@ def organ_context(source: SourceEntry, pixels: np.ndarray, orientation: list[str
 
     if pixels.ndim != 2:
         return {}
-    window = hu_window(source)
-    if window and source.body_region in LUNG_REGIONS and orientation:
+    modality, region = image_modality(source, row)
+    window = hu_window(source, row)
+    orientation = row.get("patient_orientation")
+    if window and region in LUNG_REGIONS and orientation:
         return organs.lung_fields_ct(to_hu(pixels, window), orientation)
-    if source.modality == "MR" and source.body_region in BRAIN_REGIONS:
+    if modality == "MR" and region in BRAIN_REGIONS:
         mask = organs.brain_mask_mr(pixels)
         return {"brain": mask} if mask.any() else {}
     return {}
@@ -111,6 +119,7 @@ def describe_region(
 
     height, width = mask.shape
     orientation = row.get("patient_orientation")
+    modality, region = image_modality(source, row)
     ys, xs = np.nonzero(mask)
     if bbox_xyxy is None:
         bbox_xyxy = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
@@ -122,7 +131,7 @@ def describe_region(
         "mask_rle": rle.encode(mask),
         "area_fraction": float(mask.sum()) / mask.size,
         "centroid_xy": list(centroid),
-        "location": describe_location(centroid, width, height, orientation, source.body_region, organ, frame),
+        "location": describe_location(centroid, width, height, orientation, region, organ, frame),
         "image_location": image_location(centroid, width, height),
         "organ_location": organ_relative_location(mask, organs, orientation) if organs and xs.size else None,
         "origin": origin,
@@ -137,7 +146,12 @@ def describe_region(
     return dict(
         roi,
         texture=describe_texture(
-            grey, local, surrounding_ring(local), source.modality, source.colour, hu_window=hu_window(source)
+            grey,
+            local,
+            surrounding_ring(local),
+            modality,
+            photographic=source.colour,
+            hu_window=hu_window(source, row),
         ),
         size=size,
         size_mm=size_mm,

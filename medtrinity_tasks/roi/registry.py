@@ -48,11 +48,12 @@ class ExpertEntry(BaseModel):
             raise KeyError(f"expert {self.name} has no label named {name!r}") from None
 
     def matches(self, source: SourceEntry) -> bool:
-        return (
-            source.modality == self.modality
-            and source.body_region in self.body_regions
-            and (self.sources is None or source.id in self.sources)
-        )
+        return self.covers(source.modality, source.body_region) and (self.sources is None or source.id in self.sources)
+
+    def covers(self, modality: str, body_region: str) -> bool:
+        """Whether the expert labels an image of this modality and region (a mixed DICOM source's images each
+        name their own)."""
+        return modality == self.modality and body_region in self.body_regions
 
 
 def load_registry(settings: Settings) -> list[ExpertEntry]:

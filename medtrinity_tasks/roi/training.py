@@ -56,6 +56,7 @@ def sample_slices(cases: int = 8, first_case: int = 0, seed: int = 7) -> tuple[n
             source,
             root=source.location_path(settings),
             image_size=settings.image_size,
+            min_image_side=settings.min_image_side,
             context_slices=settings.context_slices,
             unannotated_slices=0,
             limits=InputLimits.of(settings),

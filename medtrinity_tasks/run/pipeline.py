@@ -58,19 +58,22 @@ def build_stages(source: SourceEntry, settings: Settings, engine: str = "templat
 
 
 def input_stage(source: SourceEntry, settings: Settings, *, expert_follows: bool) -> Stage:
-    """The source's first stage (``LOADERS``). ``expert_follows``: an expert stage follows that labels
-    images without annotations, so volumes without any are sliced for it instead of rejected."""
+    """The source's first stage (``LOADERS``). ``expert_follows``: an expert stage follows that labels images
+    without annotations; such images are kept for it, or, where the entry's regions of interest are optional
+    (``roi: optional``), as image-level records; otherwise they are rejected."""
     loader = LOADERS[source.layout]
+    keep_unannotated = expert_follows or source.roi == "optional"
     given = dict(root=source.location_path(settings), image_size=settings.image_size, limits=InputLimits.of(settings))
     if loader is PlanarImageLoader:
-        return PlanarImageLoader(source, **given)
+        return PlanarImageLoader(source, **given, keep_unannotated=keep_unannotated)
     slicing = dict(
         given,
+        min_image_side=settings.min_image_side,
         context_slices=settings.context_slices,
-        unannotated_slices=settings.unannotated_slices if expert_follows else 0,
+        unannotated_slices=settings.unannotated_slices if keep_unannotated else 0,
     )
     if loader is DicomSeriesSlicer:
-        return DicomSeriesSlicer(source, salt=salt_for(source, settings), **slicing)
+        return DicomSeriesSlicer(source, salt=salt_for(source, settings), keep_unannotated=keep_unannotated, **slicing)
     return VolumeSlicer(source, **slicing)
 
 

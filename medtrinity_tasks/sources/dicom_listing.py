@@ -9,12 +9,23 @@ from pathlib import Path
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.phi import pseudonym, quote, scrub
-from medtrinity_tasks.reasons import rejected
+from medtrinity_tasks.reasons import Reason, rejected
 from medtrinity_tasks.sources.catalog import SourceEntry
 from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.sources.deid import file_aliases, salt_for
-from medtrinity_tasks.sources.readers.dicom.series import scan
+from medtrinity_tasks.sources.readers.dicom.series import DicomSeries, scan
 from medtrinity_tasks.sources.readers.limits import InputLimits
+
+BODY_PARTS = {
+    "HEAD": "head", "BRAIN": "brain", "SKULL": "head", "NECK": "neck", "CHEST": "chest", "THORAX": "chest",
+    "LUNG": "chest", "HEART": "heart", "BREAST": "breast", "ABDOMEN": "abdomen", "LIVER": "liver",
+    "KIDNEY": "kidney", "PELVIS": "pelvis", "PROSTATE": "prostate", "ABDOMENPELVIS": "abdomen", "ABDPELVIS": "abdomen",
+    "CHESTABDOMEN": "chest", "CHESTABDPELVIS": "chest", "WHOLEBODY": "whole body", "SPINE": "spine",
+    "CSPINE": "cervical spine", "TSPINE": "thoracic spine", "LSPINE": "lumbar spine", "SHOULDER": "shoulder",
+    "ELBOW": "elbow", "WRIST": "wrist", "HAND": "hand", "HIP": "hip", "KNEE": "knee", "ANKLE": "ankle",
+    "FOOT": "foot", "EXTREMITY": "extremity", "ARM": "arm", "LEG": "leg", "JAW": "jaw", "EYE": "eye",
+}  # fmt: skip
+"""DICOM BodyPartExamined defined terms as body regions. Other values are free text, which is never repeated."""
 
 
 def list_dicom_series(source: SourceEntry, root: Path, scope: list[str] | None = None) -> dict[str, dict]:
@@ -52,13 +63,29 @@ def list_dicom_series(source: SourceEntry, root: Path, scope: list[str] | None =
         scrubbed = reason.reworded(scrub(reason.text, aliases))
         inputs[key] = rejected({"source_relpath": key, "folders": folders([relpath])}, scrubbed)
     for found in series:
-        key = pseudonym(salt, found.series_uid, "series")
+        key = pseudonym(salt, found.key, "image" if found.planar else "series")
         images = [p.relative_to(root).as_posix() for p in found.files]
         annotations = [p.relative_to(root).as_posix() for p in (*found.segs, *found.rtstructs)]
-        inputs[key] = {
+        item = {
             "source_relpath": key,
             "member_files": images,
             "annotation_files": annotations,
             "folders": folders(images + annotations),
+            "modality": found.modality or source.modality,
+            "body_region": BODY_PARTS.get((found.body_part or "").replace(" ", "").upper(), source.body_region),
         }
+        inputs[key] = _kept_modality(source, found, item)
     return inputs
+
+
+def _kept_modality(source: SourceEntry, found: DicomSeries, item: dict) -> dict:
+    """The series' input, or its reject when the entry keeps other modalities only (``modalities``)."""
+    if source.modalities is None or item["modality"] in source.modalities:
+        return item
+    return rejected(
+        item,
+        Reason.of(
+            "modality not among the source's modalities",
+            f"{item['modality']}; the catalog entry keeps {', '.join(source.modalities)}",
+        ),
+    )

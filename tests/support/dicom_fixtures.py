@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import random
 import warnings
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,15 @@ def save(datasets: list[Dataset], directory: Path, *, stem: str = "img", shuffle
             ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def renewed(ds: Dataset) -> Dataset:
+    """A copy of an image as another instance (a repeated acquisition at the same position)."""
+    copy = deepcopy(ds)
+    copy.SOPInstanceUID = generate_uid()
+    copy.file_meta = ds.file_meta.copy()
+    copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+    return copy
 
 
 def compress(datasets: list[Dataset], syntax: str) -> list[Dataset]:

@@ -144,7 +144,10 @@ class NiftiVolumeReader(InputReader[Volume]):
         )
         if not row.get("label_relpath"):
             if not unannotated:
-                raise InputRejected("no annotation comes with this image and no expert covers its modality and region")
+                raise InputRejected(
+                    "no annotation comes with this image and no expert covers its modality and region",
+                    "the source's entry sets roi: required",
+                )
             return image, np.zeros(image.data.shape[:3], dtype=np.uint16)
         labels = read_nifti(confined(self.root, row["label_relpath"]), labels=True, limits=self.limits)
         if labels.data.shape != image.data.shape[:3]:

@@ -179,9 +179,10 @@ def test_body_frame_boxes_the_body_on_an_8_bit_ct_image_and_leaves_out_the_table
     image[body] = 140  # soft tissue
     image[480:490, 40:470] = 140  # the table
     source = get_source("synthetic_ct_abdomen")
-    x0, y0, x1, y1 = body_frame(source, image)
+    x0, y0, x1, y1 = body_frame(source, {}, image)
     step = 512 // FRAME_GRID
     rows, cols = np.nonzero(body)
     assert abs(x0 - cols.min()) <= step and abs(x1 - (cols.max() + 1)) <= step
     assert abs(y0 - rows.min()) <= step and abs(y1 - (rows.max() + 1)) <= step
-    assert body_frame(source.model_copy(update={"modality": "MR"}), image) is None
+    assert body_frame(source.model_copy(update={"modality": "MR"}), {}, image) is None
+    assert body_frame(source, {"modality": "MR"}, image) is None  # an image's own modality rules

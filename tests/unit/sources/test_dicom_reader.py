@@ -279,8 +279,8 @@ def _truncated(datasets):
 
 
 def _mixed_sizes(datasets):
-    datasets[1].Rows = 8
-    datasets[1].PixelData = datasets[1].PixelData[: 8 * datasets[1].Columns * 2]
+    datasets[3].Rows = 8
+    datasets[3].PixelData = datasets[3].PixelData[: 8 * datasets[3].Columns * 2]
     return datasets
 
 
@@ -321,15 +321,6 @@ def _mpeg2(datasets):
 
 BROKEN_SERIES = {
     "truncated": (_truncated, "truncated pixel data in "),
-    "mixed sizes": (_mixed_sizes, "inconsistent series: mixed image sizes (8x40, 32x40 rows x columns)"),
-    "mixed orientations": (
-        _set(1, ImageOrientationPatient=[1, 0, 0, 0, 0.8, 0.6]),
-        "inconsistent series: mixed image orientations",
-    ),
-    "no position": (_set(2, ImagePositionPatient=None), "missing geometry: "),
-    "no orientation": (_set(0, ImageOrientationPatient=None), "missing geometry: "),
-    "short position": (_set(1, ImagePositionPatient=[0.0, 1.0]), "missing geometry: "),
-    "malformed frame count": (_raw(1, 0x00280008, "IS", b"x "), "malformed geometry or pixel description in "),
     "missing slice": (lambda datasets: datasets[:2] + datasets[3:], "slice positions are unevenly spaced"),
     "duplicate position": (_set(2, ImagePositionPatient=[-10.0, -20.0, 30.0]), "duplicate slice positions"),
     "corrupt JPEG-LS": (_corrupt_jpeg_ls, "cannot decode transfer syntax JPEG-LS Lossless Image Compression: "),
@@ -349,21 +340,36 @@ def test_broken_series_are_rejected_with_their_reason(case, tmp_path):
     assert "\n" not in str(rejected.value)
 
 
-def test_annotations_of_another_series_are_refused(axial, tmp_path):
-    series, volume, _ = axial
-    other = fx.ct_datasets("axial")
-    fx.seg(other, "axial", fx.box_mask(fx.CUBE)).save_as(seg := tmp_path / "seg.dcm")
-    fx.rtstruct(other, [(1, "cube", [fx.CUBE])]).save_as(rt := tmp_path / "rt.dcm", enforce_file_format=True)
-    with pytest.raises(InputRejected, match="SEG references another series"):
-        read_seg_labels(seg, series, volume)
-    with pytest.raises(InputRejected, match="RTSTRUCT references another series"):
-        read_rtstruct_labels(rt, series, volume)
-    with pytest.raises(InputRejected, match="not a DICOM SEG: CT Image Storage"):
-        read_seg_labels(series.files[0], series, volume)
+SPLIT_SERIES = {  # files of one series that do not stack with the others: their own inputs, as sites export them
+    "mixed sizes": (_mixed_sizes, [(False, 3), (False, 1)]),
+    "mixed orientations": (_set(3, ImageOrientationPatient=[1, 0, 0, 0, 0.8, 0.6]), [(False, 3), (False, 1)]),
+    "no position": (_set(3, ImagePositionPatient=None), [(False, 3), (True, 1)]),
+    "no orientation": (_set(0, ImageOrientationPatient=None), [(True, 1), (False, 3)]),
+    "short position": (_set(3, ImagePositionPatient=[0.0, 1.0]), [(False, 3), (True, 1)]),
+    "malformed frame count": (_raw(3, 0x00280008, "IS", b"x "), [(False, 3), (True, 1)]),
+    "repeated acquisition": (lambda datasets: datasets[:2] + [fx.renewed(d) for d in datasets[:2]], [(False, 2)] * 2),
+}
 
 
-# ---------------------------------------------------------------------------------------------------
-# privacy
+@pytest.mark.parametrize("case", list(SPLIT_SERIES))
+def test_files_of_a_series_that_do_not_stack_become_inputs_of_their_own(case, tmp_path):
+    change, expected = SPLIT_SERIES[case]
+    paths = fx.save(change(fx.ct_datasets("axial")[:4]), tmp_path)
+    found, rejects = scan(paths)
+    assert rejects == {}
+    assert sorted((s.planar, len(s.files)) for s in found) == sorted(expected)
+    assert len({s.key for s in found}) == len(found)  # each input has a pseudonym of its own
+    for stack in (s for s in found if not s.planar):
+        assert read_series(stack).data.shape[2] == len(stack.files)
+
+
+def test_a_file_repeating_another_instance_is_rejected_as_a_duplicate(tmp_path):
+    datasets = fx.ct_datasets("axial")[:3]
+    paths = fx.save(datasets, tmp_path / "a") + fx.save(datasets[:1], tmp_path / "b")
+    (series,), rejects = scan(paths)
+    assert len(series.files) == 3
+    ((path, reason),) = rejects.items()
+    assert path.parent.name == "b" and reason.kind == "duplicate instance"
 
 
 def test_no_phi_leaves_the_reader(axial, tmp_path):

@@ -135,6 +135,7 @@ def base(tmp_path_factory, knowledge_dir) -> Path:
             "MEDTRINITY_RUNNER": "inprocess",
             "MEDTRINITY_KNOWLEDGE_TOP_K": "0",
             "MEDTRINITY_KNOWLEDGE_DIR": str(knowledge_dir),
+            "MEDTRINITY_MIN_IMAGE_SIDE": "4",  # the examples' volumes are a few voxels across, to keep them quick
             **LIMITS,
         }.items():
             patch.setenv(key, value)

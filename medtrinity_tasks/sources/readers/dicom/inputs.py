@@ -1,7 +1,9 @@
-"""The readers of listed DICOM inputs: a series with its SEG and RTSTRUCT files, and a single 2D image."""
+"""The readers of listed DICOM inputs: a series (a volume with its SEG and RTSTRUCT files, or 2D objects), and a
+single 2D image."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,8 @@ from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.sources.readers.base import InputReader, Volume
 from medtrinity_tasks.sources.readers.dicom.annotations import read_rtstruct_labels, read_seg_labels
 from medtrinity_tasks.sources.readers.dicom.image import read_dicom_image
-from medtrinity_tasks.sources.readers.dicom.series import known_series, read_series
+from medtrinity_tasks.sources.readers.dicom.planar import PlanarImage, read_planar
+from medtrinity_tasks.sources.readers.dicom.series import DicomSeries, known_series, read_series
 from medtrinity_tasks.sources.readers.image2d import PlanarReader
 from medtrinity_tasks.sources.readers.limits import InputLimits
 
@@ -29,16 +32,28 @@ class DicomSeriesReader(InputReader[Volume]):
         super().__init__(source, root, limits)
         self.roi_labels = {name: value for value, label in source.labels.items() for name in label.names()}
 
-    def read(self, row: dict, *, unannotated: bool) -> tuple[Volume, np.ndarray]:
-        found = known_series(
+    def series_of(self, row: dict) -> DicomSeries:
+        """The listed series, rebuilt from its first file's header (``series.known_series``)."""
+        return known_series(
             [confined(self.root, p) for p in row["member_files"]],
             [confined(self.root, p) for p in row["annotation_files"] or []],
             self.limits,
         )
+
+    def planar_images(self, found: DicomSeries) -> Iterator[tuple[Path, PlanarImage]]:
+        """Each file of a series of 2D objects with its images (the frames the entry's ``cine`` rule keeps), one
+        file decoded at a time."""
+        for path in found.files:
+            for image in read_planar(path, self.limits, self.source.cine.frames):
+                yield path, image
+
+    def read(self, row: dict, *, unannotated: bool) -> tuple[Volume, np.ndarray]:
+        found = self.series_of(row)
         if not (found.segs or found.rtstructs):
             if not unannotated:  # refused before any pixel is decoded
                 raise InputRejected(
-                    "series has no SEG or RTSTRUCT annotation and no expert covers its modality and region"
+                    "series has no SEG or RTSTRUCT annotation and no expert covers its modality and region",
+                    "the source's entry sets roi: required",
                 )
             image = read_series(found, self.limits)
             return image, np.zeros(image.data.shape[:3], dtype=np.uint16)

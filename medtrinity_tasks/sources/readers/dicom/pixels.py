@@ -30,21 +30,22 @@ def claimed_size(ds) -> tuple[int, int, int, int]:
     return rows, columns, frames, samples * ((bits + 7) // 8)
 
 
-def decode(ds, path: Path) -> np.ndarray:
-    """Stored pixel values as (frames, rows, columns), through pydicom's pixel handlers."""
+def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
+    """Stored pixel values as (frames, rows, columns), or with ``colour`` (frames, rows, columns, 3) for colour
+    images (YBR given as RGB), through pydicom's pixel handlers."""
     from pydicom.uid import UID
 
     if attribute(ds, "PixelData") is None:
         raise InputRejected("no pixel data in file", text=f"no pixel data in {path.name}")
     samples = int(attribute(ds, "SamplesPerPixel", 1) or 1)
-    if samples != 1:
+    if samples not in (1, 3) or (samples == 3 and not colour):
         raise InputRejected(f"colour images (SamplesPerPixel {samples}) are not read as volumes")
     rows, columns = int(attribute(ds, "Rows")), int(attribute(ds, "Columns"))
     count = int(attribute(ds, "NumberOfFrames", 1) or 1)
     syntax = str(attribute(ds.file_meta, "TransferSyntaxUID"))
     if syntax in _NATIVE_SYNTAXES:
         bits = int(attribute(ds, "BitsAllocated", 0) or 0)
-        expected = (rows * columns * count * bits + 7) // 8
+        expected = (rows * columns * count * samples * bits + 7) // 8
         stored = len(attribute(ds, "PixelData"))
         if stored < expected:
             raise InputRejected(
@@ -63,12 +64,13 @@ def decode(ds, path: Path) -> np.ndarray:
             ) from None
         raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}", detail) from None
     pixels = np.asarray(pixels)
-    if pixels.size != rows * columns * count:
+    expected_values = rows * columns * count * samples
+    if pixels.size != expected_values:
         raise InputRejected(
-            f"pixel data of file holds {pixels.size} values, expected {rows * columns * count}",
-            text=f"pixel data of {path.name} holds {pixels.size} values, expected {rows * columns * count}",
+            f"pixel data of file holds {pixels.size} values, expected {expected_values}",
+            text=f"pixel data of {path.name} holds {pixels.size} values, expected {expected_values}",
         )
-    return pixels.reshape(count, rows, columns)
+    return pixels.reshape((count, rows, columns) + ((3,) if samples == 3 else ()))
 
 
 def monochrome1_top(ds) -> int | None:

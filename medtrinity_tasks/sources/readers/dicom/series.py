@@ -12,6 +12,7 @@ against ``InputLimits`` before their pixels are decoded.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from medtrinity_tasks.sources.readers.dicom.header import (
     scan_header,
 )
 from medtrinity_tasks.sources.readers.dicom.pixels import claimed_size, decode, monochrome1_top
+from medtrinity_tasks.sources.readers.dicom.planar import is_planar
 from medtrinity_tasks.sources.readers.limits import DEFAULT_LIMITS, FLOAT32_BYTES, InputLimits
 
 SERIES_CHANGED = Reason.of("the series' files no longer form one series", "the source changed after listing")
@@ -40,53 +42,129 @@ SERIES_CHANGED = Reason.of("the series' files no longer form one series", "the s
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """One image series found by ``scan``, with the annotation files that reference it."""
+    """One input found by ``scan``: an image series (or one stack of it) with the annotation files that reference
+    it, or a single 2D object."""
 
     series_uid: str
-    """SeriesInstanceUID, for grouping only: the pipeline hashes it and never writes it to a record."""
+    """SeriesInstanceUID ("" where a 2D object has none), for grouping only: never written to a record."""
     modality: str
     files: tuple[Path, ...]
     """Image files, sorted along the slice normal (by path when the headers lack geometry)."""
     segs: tuple[Path, ...] = ()
     rtstructs: tuple[Path, ...] = ()
     body_part: str | None = None
+    """BodyPartExamined as the header spells it (a code string such as CHEST), for ``body_region``."""
+    planar: bool = False
+    """A 2D object (``planar.read_planar``), not a stack of slices."""
+    key: str = ""
+    """What the input's pseudonym is made of: the series UID (with the stack's number where a series holds
+    several stacks), or a 2D object's SOPInstanceUID."""
 
 
 def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[DicomSeries], dict[Path, Reason]]:
-    """Group DICOM files into image series from their headers; return the series and the rejects.
+    """Group DICOM files into inputs from their headers; return the inputs and the rejects.
 
-    Series come back sorted by their first file's path; SEG and RTSTRUCT files are attached to the
-    series they reference, or rejected when that series is not among ``paths``."""
+    A series' slices are one input per stack (files of one size and orientation: localizers and reformats that
+    share a series UID are stacks of their own); each 2D object (``planar.is_planar``) is an input of its own; a
+    file repeating another's SOPInstanceUID (the same image exported twice, in another transfer syntax) is
+    rejected as a duplicate. Inputs come back sorted by their first file's path; SEG and RTSTRUCT files are
+    attached to the series they reference, or rejected when that series is not among ``paths``."""
     rejects: dict[Path, Reason] = {}
     images: dict[str, list[tuple[Path, object]]] = {}
     annotations: list[tuple[Path, object, str]] = []
-    for path in paths:
+    seen: dict[str, Path] = {}
+    for path in sorted(paths, key=str):
         header, reason = scan_header(Path(path), limits)
         if reason is not None:
             rejects[path] = reason
             continue
+        instance = str(attribute(header, "SOPInstanceUID", "") or "")
+        if instance in seen:
+            rejects[path] = Reason.of("duplicate instance", f"{seen[instance].name} holds the same SOPInstanceUID")
+            continue
+        seen[instance] = path
         sop_class = str(attribute(header, "SOPClassUID", ""))
         if sop_class in (*SEG_CLASSES, RTSTRUCT_STORAGE):
             annotations.append((path, header, sop_class))
             continue
-        series_uid = attribute(header, "SeriesInstanceUID")
-        if not series_uid:
-            rejects[path] = Reason.of("no SeriesInstanceUID", "the image cannot be grouped into a series")
-            continue
-        images.setdefault(str(series_uid), []).append((path, header))
+        images.setdefault(str(attribute(header, "SeriesInstanceUID", "") or ""), []).append((path, header))
+    segs, rtstructs = _attach_annotations(annotations, images, rejects)
+    series = []
+    for uid, members in images.items():
+        for key, stack in _inputs_of(uid, members):
+            files = tuple(_sorted_paths(stack))
+            annotated = tuple(sorted(segs.get(uid, []))), tuple(sorted(rtstructs.get(uid, [])))
+            series.append(_series_of(uid, key, stack[0][1], stack[0][0], files, *annotated))
+    series.sort(key=lambda s: str(min(s.files)))
+    return series, rejects
 
+
+def _inputs_of(uid: str, members: list[tuple[Path, object]]) -> list[tuple[str, list[tuple[Path, object]]]]:
+    """(key, files) of each input a series' files form: each 2D object alone, keyed by its instance; slices in
+    one stack per size and orientation, keyed by the series UID (numbered when there are several)."""
+    planar, stacks = [], {}
+    for path, header in members:
+        if not uid or _is_planar(header, path):
+            planar.append((path, header))
+        else:
+            stacks.setdefault(_stack_of(header), []).append((path, header))
+    inputs = [(f"instance:{attribute(h, 'SOPInstanceUID', '') or p.name}", [(p, h)]) for p, h in planar]
+    split = [part for stack in stacks.values() for part in _split_repeats(stack)]
+    ordered = sorted(split, key=lambda stack: str(stack[0][0]))
+    inputs += [(uid if len(ordered) == 1 else f"{uid}#{n}", stack) for n, stack in enumerate(ordered)]
+    return inputs
+
+
+def _split_repeats(stack: list[tuple[Path, object]]) -> list[list[tuple[Path, object]]]:
+    """Slices that repeat positions (echoes, phases or repeated acquisitions in one series): one stack per
+    repetition, in path order, where every position repeats equally often; otherwise the stack as it is (reading
+    it then says what is wrong)."""
+    positions = []
+    for _, header in stack:
+        value = attribute(header, "ImagePositionPatient")
+        try:
+            positions.append(tuple(round(float(v), 1) for v in value) if value is not None else None)
+        except (TypeError, ValueError):
+            positions.append(None)
+    repeats = set(Counter(positions).values())
+    if None in positions or len(repeats) != 1 or repeats == {1}:
+        return [stack]
+    parts: dict[int, list[tuple[Path, object]]] = {}
+    seen: Counter = Counter()
+    for member, position in zip(stack, positions, strict=True):
+        parts.setdefault(seen[position], []).append(member)
+        seen[position] += 1
+    return [parts[n] for n in sorted(parts)]
+
+
+def _is_planar(header, path: Path) -> bool:
+    return is_planar(header, path, str(attribute(header, "Modality", "") or "").strip().upper())
+
+
+def _stack_of(header) -> tuple:
+    """What slices of one stack share: their size and (rounded) orientation."""
+    orientation = attribute(header, "ImageOrientationPatient")
+    try:
+        cosines = tuple(round(float(v), 2) for v in orientation) if orientation is not None else ()
+    except (TypeError, ValueError):
+        cosines = ()
+    return str(attribute(header, "Rows", "")), str(attribute(header, "Columns", "")), cosines
+
+
+def _attach_annotations(annotations, images, rejects) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """SEG and RTSTRUCT files by the series UID they reference; the others are rejected with the reason."""
     instance_series = {
         str(attribute(header, "SOPInstanceUID")): uid
         for uid, members in images.items()
         for _, header in members
-        if attribute(header, "SOPInstanceUID")
+        if attribute(header, "SOPInstanceUID") and uid
     }
     segs: dict[str, list[Path]] = {}
     rtstructs: dict[str, list[Path]] = {}
     for path, header, sop_class in annotations:
         kind = "SEG" if sop_class in SEG_CLASSES else "RTSTRUCT"
         series_uids, instance_uids = annotation_references(header, kind)
-        referenced = {uid for uid in series_uids if uid in images}
+        referenced = {uid for uid in series_uids if uid in images and uid}
         referenced |= {instance_series[uid] for uid in instance_uids if uid in instance_series}
         if not series_uids and not instance_uids:
             rejects[path] = Reason.of(f"{kind} names no referenced series or image")
@@ -95,22 +173,23 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
         else:
             for uid in sorted(referenced):
                 (segs if kind == "SEG" else rtstructs).setdefault(uid, []).append(path)
+    return segs, rtstructs
 
-    series = []
-    for uid, members in images.items():
-        first = members[0][1]
-        series.append(
-            DicomSeries(
-                series_uid=uid,
-                modality=str(attribute(first, "Modality", "") or ""),
-                files=tuple(_sorted_paths(members)),
-                segs=tuple(sorted(segs.get(uid, []))),
-                rtstructs=tuple(sorted(rtstructs.get(uid, []))),
-                body_part=str(attribute(first, "BodyPartExamined")) if attribute(first, "BodyPartExamined") else None,
-            )
-        )
-    series.sort(key=lambda s: str(min(s.files)))
-    return series, rejects
+
+def _series_of(uid: str, key: str, header, path: Path, files, segs, rtstructs) -> DicomSeries:
+    """An input from the header of one of its files (``path``)."""
+    modality = str(attribute(header, "Modality", "") or "").strip().upper()
+    body_part = str(attribute(header, "BodyPartExamined", "") or "").strip() or None
+    return DicomSeries(
+        series_uid=uid,
+        modality=modality,
+        files=files,
+        segs=segs,
+        rtstructs=rtstructs,
+        body_part=body_part,
+        planar=not uid or is_planar(header, path, modality),
+        key=key,
+    )
 
 
 def annotation_references(header, kind: str) -> tuple[set[str], set[str]]:
@@ -180,14 +259,8 @@ def known_series(files: list[Path], annotations: list[Path], limits: InputLimits
         if sop_class not in (*SEG_CLASSES, RTSTRUCT_STORAGE):
             raise InputRejected(SERIES_CHANGED.kind, text=SERIES_CHANGED.text)
         (segs if sop_class in SEG_CLASSES else rtstructs).append(path)
-    return DicomSeries(
-        series_uid=str(attribute(header, "SeriesInstanceUID")),
-        modality=str(attribute(header, "Modality", "") or ""),
-        files=tuple(files),
-        segs=tuple(segs),
-        rtstructs=tuple(rtstructs),
-        body_part=str(attribute(header, "BodyPartExamined")) if attribute(header, "BodyPartExamined") else None,
-    )
+    uid = str(attribute(header, "SeriesInstanceUID", "") or "")
+    return _series_of(uid, uid, header, files[0], tuple(files), tuple(segs), tuple(rtstructs))
 
 
 @rejects_malformed("image header")
