@@ -3,7 +3,9 @@ values decoded through pydicom's pixel handlers."""
 
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,7 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
                 text=f"truncated pixel data in {path.name}: {stored} of {expected} bytes",
             )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_decoders():
             warnings.simplefilter("ignore")
             pixels = ds.pixel_array
     except Exception as exc:
@@ -71,6 +73,19 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
             text=f"pixel data of {path.name} holds {pixels.size} values, expected {expected_values}",
         )
     return pixels.reshape((count, rows, columns) + ((3,) if samples == 3 else ()))
+
+
+@contextmanager
+def _quiet_decoders():
+    """pydicom logs each decoder plugin that fails, with its traceback, before it raises: the reject's reason says
+    what failed, once."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def monochrome1_top(ds) -> int | None:
