@@ -1,5 +1,5 @@
 """What the steps hand each other and write to the store: counts that must balance, a shard's work
-record, the summary a shard task returns, and reasons counted by kind.
+record, the summary a shard task returns, reasons counted by kind, and each input's files and outcome.
 
 Each ``to_json`` gives the plain dict the store and XCom hold (their shapes are read by the tests,
 the browser and earlier runs' records), and ``from_json`` reads one back.
@@ -59,12 +59,31 @@ class Counts:
         return self
 
 
+def file_counts(items: Iterable[dict]) -> dict[str, int]:
+    """How many files each input of a listing stands for, each file counted once, with the first input
+    (by name) that names it, so that the counts add up to the files the listing holds. A DICOM series
+    names its images and its SEG and RTSTRUCT files, any other input its own file and its label file; a
+    file that inputs share (a SEG two series claim, the label of a case's channels) counts with the first."""
+    counts, seen = {}, set()
+    for item in sorted(items, key=lambda item: item["source_relpath"]):
+        if item.get("member_files") is not None:
+            named = {*item["member_files"], *(item.get("annotation_files") or [])}
+        else:
+            named = {item.get("file_relpath") or item["source_relpath"], *filter(None, [item.get("label_relpath")])}
+        counts[item["source_relpath"]] = len(named - seen)
+        seen |= named
+    return counts
+
+
 @dataclass(frozen=True)
 class WorkRecord:
     """A shard's accounting in the store (``work/<shard>.json``), written last: its presence marks the
     shard finished. ``rejected`` holds ``{"input", "reason", "kind"}``, ``quarantined`` ``{"id", "input",
-    "slice_index", "reasons", "kinds"}`` (each reason's kind, see ``reasons.Reason``). The listing's record has
-    no engine, reference scores, Data Docs or time."""
+    "slice_index", "reasons", "kinds"}`` (each reason's kind, see ``reasons.Reason``), ``records`` each used
+    input's records that passed. Only the listing's record has ``files``: the plan alone sees every input's
+    files, so it holds the count of each listed input, used or not (``file_counts``). The listing's record has
+    no engine, reference scores, Data Docs, time or records; records written before files and records were
+    kept have neither."""
 
     source_id: str
     shard_id: str
@@ -76,6 +95,8 @@ class WorkRecord:
     counts: Counts
     pipeline_version: str = PIPELINE_VERSION
     engine: str | None = None
+    files: dict[str, int] | None = None
+    records: dict[str, int] | None = None
     reference: dict | None = None
     data_docs: bool | None = None
     seconds: float | None = None
@@ -108,6 +129,52 @@ def by_reason(works: Iterable[WorkRecord]) -> dict:
         "rejected_by_reason": dict(rejected.most_common()),
         "quarantined_by_reason": dict(quarantined.most_common()),
     }
+
+
+def _listed_files(works: list[WorkRecord]) -> dict[str, int] | None:
+    """Each listed input's file count, from the listing's work record; None where it kept none."""
+    return next((w.files for w in works if w.shard_id == LISTING), None)
+
+
+def file_totals(works: Iterable[WorkRecord]) -> dict | None:
+    """The files of the used and of the rejected inputs; None when the listing's record kept no counts."""
+    works = list(works)
+    files = _listed_files(works)
+    if files is None:
+        return None
+    used = sum(files[key] for w in works for key in w.used)
+    rejected = sum(files[r["input"]] for w in works for r in w.rejected)
+    return {"files": used + rejected, "used": used, "rejected": rejected}
+
+
+def input_outcomes(works: Iterable[WorkRecord]) -> list[dict]:
+    """One row per input, sorted by its name (the published path or pseudonym): its files, the records it
+    gave (passed and quarantined), and its outcome: ``records`` (some passed), ``quarantined`` (none passed),
+    ``rejected`` with the reason, or ``used`` where the work record did not keep its records. Counts the work
+    records did not keep are None."""
+    works = list(works)
+    files = _listed_files(works)
+    rows = []
+    for work in works:
+        reasons = {r["input"]: r["reason"] for r in work.rejected}
+        held = Counter(q["input"] for q in work.quarantined)
+        for key in work.inputs:
+            records = None if work.records is None else work.records.get(key, 0)
+            if key in reasons:
+                outcome = "rejected"
+            else:
+                outcome = "used" if records is None else "records" if records else "quarantined"
+            rows.append(
+                {
+                    "input": key,
+                    "files": None if files is None else files[key],
+                    "outcome": outcome,
+                    "records": 0 if key in reasons else records,
+                    "quarantined": held[key],
+                    "reason": reasons.get(key),
+                }
+            )
+    return sorted(rows, key=lambda row: row["input"])
 
 
 @dataclass(frozen=True)
