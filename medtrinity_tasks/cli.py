@@ -48,6 +48,7 @@ def _sources_list(args) -> int:
 
 
 def _sources_check(args) -> int:
+    from medtrinity_tasks.run.accounting import file_counts
     from medtrinity_tasks.sources.catalog import get_source
     from medtrinity_tasks.sources.layouts import check_staged
 
@@ -55,7 +56,8 @@ def _sources_check(args) -> int:
     source = get_source(args.source_id, settings)
     inputs, problems = check_staged(source, settings)
     where = source.location_path(settings)
-    print(f"{source.id}: {len(inputs)} input files at {where} ({source.format}, layout {source.layout})")
+    files = sum(file_counts(inputs).values())
+    print(f"{source.id}: {len(inputs)} inputs ({files} files) at {where} ({source.format}, layout {source.layout})")
     for problem in problems:
         print(f"  problem: {problem}")
     if not inputs:
@@ -63,6 +65,71 @@ def _sources_check(args) -> int:
     else:
         print("matches the layout" if not problems else f"{len(problems)} problem(s): a run would reject these inputs")
     return 1 if problems else 0
+
+
+def _sources_pseudonyms(args) -> int:
+    """Each file under the source directory (or under each PATH) and the name the run publishes it
+    under, for the site that holds the salt: printed to stdout only, never logged or stored."""
+    from medtrinity_tasks.sources.catalog import get_source
+    from medtrinity_tasks.sources.deid import salt_for
+
+    settings = load_settings()
+    source = get_source(args.source_id, settings)
+    salt = salt_for(source, settings)  # the pseudonyms are the salt's: without it there is nothing to map
+    root = source.location_path(settings)
+    published = _published_names(source, settings, salt)
+    unknown = 0
+    for path in args.paths or [str(root)]:
+        relpaths = _files_under(root, Path(path))
+        if isinstance(relpaths, str):
+            print(f"{path} -> {relpaths}")
+            unknown += 1
+            continue
+        for relpath in relpaths:
+            print(f"{relpath} -> {published(relpath)}")
+    return 1 if unknown else 0
+
+
+def _published_names(source, settings, salt: str):
+    """A function from a file's path in the source to the name it is published under: for DICOM the
+    pseudonym of its series, or its own when the file is an input of its own (rejected); otherwise the
+    published path of the input it is, or is the label of. A file that inputs share (a SEG two series
+    claim) goes with the first, as ``accounting.file_counts`` counts it."""
+    from medtrinity_tasks.phi import pseudonym
+    from medtrinity_tasks.sources.dicom_listing import list_dicom_series
+    from medtrinity_tasks.sources.layouts import LISTERS, list_inputs
+
+    dicom = LISTERS[source.layout] is list_dicom_series
+    names = {}
+    for item in list_inputs(source, settings):  # by name: a file that inputs share goes with the first, as counted
+        key = item["source_relpath"]
+        if dicom:
+            for relpath in [*(item.get("member_files") or []), *(item.get("annotation_files") or [])]:
+                names.setdefault(relpath, key)
+        else:
+            names.setdefault(item.get("file_relpath") or key, key)
+            if item.get("label_relpath"):
+                names.setdefault(item["label_relpath"], f"label of {key}")
+    if dicom:
+        return lambda relpath: names.get(relpath) or pseudonym(salt, relpath, "file")
+    return lambda relpath: names.get(relpath, "not an input of the layout")
+
+
+def _files_under(root: Path, path: Path) -> list[str] | str:
+    """The files at or under ``path`` (absolute, or relative to the working directory), relative to the
+    source directory; or why there are none."""
+    import os
+
+    base, target = os.path.abspath(root), os.path.abspath(path)
+    if os.path.commonpath([base, target]) != base:
+        return f"not under the source directory {root}"
+    if not os.path.lexists(target):
+        return "no such file"
+    if not os.path.isdir(target):
+        return [Path(target).relative_to(base).as_posix()]
+    return sorted(
+        Path(folder, name).relative_to(base).as_posix() for folder, _, names in os.walk(target) for name in names
+    )
 
 
 def _sources_unpack(args) -> int:
@@ -94,18 +161,35 @@ def _run(args) -> None:
 
 
 def _print_result(source_id: str, result: dict) -> None:
-    c = result["counts"]
+    c, files, quality = result["counts"], result.get("files"), result.get("quality") or {}
+    where = "in shards" if result.get("published", True) else "passed, none published"  # older manifests: published
     print(
-        f"{source_id}: {c['records']} records in shards, {c['quarantined']} quarantined, "
-        f"{c['rejected']} of {c['inputs']} inputs rejected\nmanifest: {result['manifest_uri']}"
+        f"{source_id}: {c['records']} records {where}, {c['quarantined']} quarantined, "
+        f"{c['rejected']} of {c['inputs']} inputs rejected"
     )
-    quality = result.get("quality") or {}
+    print(
+        f"files: {files['files']} ({files['used']} used, {files['rejected']} rejected)"
+        if files
+        else "files: not counted"
+    )
+    print(f"manifest: {result['manifest_uri']}")
     if quality.get("report_uri"):
         rate, threshold = quality["pass_rate"], quality["threshold"]
         print(f"quality: pass rate {rate:.2f} (threshold {threshold:.2f}); report: {quality['report_uri']}")
+    if quality.get("failure"):
+        print(f"quality gate failed: {quality['failure']}")
     for title, key in (("rejected inputs", "rejected_by_reason"), ("quarantined records", "quarantined_by_reason")):
         for reason, count in sorted(result.get(key, {}).items(), key=lambda item: -item[1]):
             print(f"  {title}: {count} x {reason}")
+
+
+def _input_line(row: dict) -> str:
+    """One input of ``show --inputs``: its name, files and outcome on one line."""
+    files = "files not counted" if row["files"] is None else f"{row['files']} file{'' if row['files'] == 1 else 's'}"
+    if row["outcome"] == "rejected":
+        return f"{row['input']}: {files}, rejected: {row['reason']}"
+    records = "records not counted" if row["records"] is None else f"{row['records']} records"
+    return f"{row['input']}: {files}, {records}, {row['quarantined']} quarantined"
 
 
 def _experts_train_sample(args) -> None:
@@ -149,9 +233,19 @@ def _show(args) -> None:
     if not store.exists(key):
         raise MedtrinityError(f"no manifest for {args.source_id} at {store.key_uri(key)}: run the source first")
     manifest = store.read_json(key)
+    if args.inputs and "inputs" not in manifest:
+        raise MedtrinityError(f"the manifest at {store.key_uri(key)} lists no inputs (an earlier build): run it again")
+    if args.inputs and args.json:  # one JSON object per input, nothing else: for jq and scripts
+        for row in manifest["inputs"]:
+            print(json.dumps(row))
+        return
     _print_result(args.source_id, dict(manifest, manifest_uri=store.key_uri(key)))
     for shard in manifest["shards"]:
         print(f"shard: {shard['uri']} ({shard['records']} records)")
+    if args.inputs:
+        for row in manifest["inputs"]:
+            print(_input_line(row))
+        return
     for reject in manifest["rejected"]:
         print(f"rejected {reject['input']}: {reject['reason']}")
     for q in manifest["quarantined"]:
@@ -184,6 +278,12 @@ def _add_sources(commands) -> None:
     check = sources.add_parser("check", help="does a staged source match its layout? (exit 1 if not)")
     check.add_argument("source_id")
     check.set_defaults(func=_sources_check)
+    pseudonyms = sources.add_parser(
+        "pseudonyms", help="which pseudonym each of the source's files is published under (needs the salt)"
+    )
+    pseudonyms.add_argument("source_id")
+    pseudonyms.add_argument("paths", nargs="*", help="files or folders in the source (default: all of it)")
+    pseudonyms.set_defaults(func=_sources_pseudonyms)
     unpack = sources.add_parser(
         "unpack", help="extract a provider's archives into the source's location, refusing unsafe members"
     )
@@ -241,10 +341,13 @@ def _add_knowledge(commands) -> None:
 
 
 def _add_show(commands) -> None:
-    show = commands.add_parser("show", help="summarise a source's published manifest")
+    show = commands.add_parser("show", help="summarise a source's last run from its manifest")
     show.add_argument("source_id")
     show.add_argument("--out", help="output URI the source was written to")
-    show.add_argument("--json", action="store_true", help="also print the whole manifest")
+    show.add_argument("--inputs", action="store_true", help="one line per input: its files, outcome and reason")
+    show.add_argument(
+        "--json", action="store_true", help="also print the whole manifest; with --inputs, one JSON object per input"
+    )
     show.set_defaults(func=_show)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from medtrinity_tasks.config import Settings
 from medtrinity_tasks.errors import InputRejected, MedtrinityError, SourceNotFound
-from medtrinity_tasks.phi import clean_reason, deidentify, name_aliases, phi_in_path, published_path, quote
+from medtrinity_tasks.phi import clean_reason, deidentify, name_aliases, phi_in_path, pseudonym, published_path, quote
 from medtrinity_tasks.reasons import Reason, reject_of, rejected
 from medtrinity_tasks.sources.catalog import SourceEntry, TableFile
 from medtrinity_tasks.sources.confinement import confined
@@ -377,21 +377,23 @@ LISTERS = {
 
 
 def check_staged(source: SourceEntry, settings: Settings) -> tuple[list[dict], list[str]]:
-    """The inputs a run would find, and what is wrong with the staged copy before any pixel is read:
-    a missing directory or listing, files the layout cannot place, images or labels missing."""
+    """The inputs a run would find, and what is wrong with the staged copy before any pixel is read: a missing
+    directory or listing, files the layout cannot place, and files an input names (a series its own) missing."""
     try:
         inputs = list_inputs(source, settings)
     except MedtrinityError as exc:
         return [], [str(exc)]
-    root = source.location_path(settings)
-    problems = []
+    root, problems = source.location_path(settings), []
     for item in inputs:
+        key, label, series = item["source_relpath"], item.get("label_relpath"), item.get("member_files")
+        missing = [p for p in [*(series or []), *(item.get("annotation_files") or [])] if not (root / p).is_file()]
         if item.get("reject_reason"):
-            problems.append(f"{item['source_relpath']}: {item['reject_reason']}")
-            continue
-        if not item.get("member_files") and not (root / (item.get("file_relpath") or item["source_relpath"])).is_file():
-            problems.append(f"{item['source_relpath']}: listed but missing")
-        label = item.get("label_relpath")
-        if label and not (root / label).is_file():
-            problems.append(f"{item['source_relpath']}: its annotation {label} is missing")
+            problems.append(f"{key}: {item['reject_reason']}")
+        elif missing:  # a series is checked by its own files, named by pseudonym as its listing names them
+            names = ", ".join(pseudonym(salt_for(source, settings), p, "file") for p in missing[:8])
+            problems.append(f"{key}: {len(missing)} of its files are missing: {names}")
+        elif series is None and not (root / (item.get("file_relpath") or key)).is_file():
+            problems.append(f"{key}: listed but missing")
+        elif label and not (root / label).is_file():
+            problems.append(f"{key}: its annotation {label} is missing")
     return inputs, problems
