@@ -12,7 +12,7 @@ export MEDTRINITY_KNOWLEDGE_DIR ?= $(CURDIR)/data/knowledge
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-.PHONY: install demo lint chromium test test-fast bench airflow clean
+.PHONY: install demo lint chromium orthanc test test-fast bench airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,9 +60,17 @@ chromium:
 		|| (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q chromium > /dev/null 2>&1) \
 		|| echo "could not install Debian's chromium: the dataset browser test will be skipped"
 
+# The DICOMweb tests run Debian's Orthanc with its DICOMweb plugin on loopback (their own port and storage).
+# Without root or apt the tests say they are skipped and why.
+orthanc:
+	@test -x /usr/sbin/Orthanc -a -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+		|| apt-get install -y -q orthanc orthanc-dicomweb > /dev/null 2>&1 \
+		|| (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q orthanc orthanc-dicomweb > /dev/null 2>&1) \
+		|| echo "could not install Debian's orthanc and orthanc-dicomweb: the DICOMweb tests will be skipped"
+
 # The whole suite, tier by tier: unit (no servers), integration (pipeline runs in process and on Ray),
 # system (Airflow, Celery on PostgreSQL and Redis, llama.cpp, moto, Chromium).
-test: lint chromium
+test: lint chromium orthanc
 	$(BIN)/python -m pytest tests/unit tests/integration tests/system
 
 # The unit tier alone: a minute or two, for the edit-test loop.

@@ -1,9 +1,12 @@
 """The real servers tests and benchmarks start on loopback: Airflow's environment, llama.cpp's
-OpenAI-compatible server and moto's S3 server. One place, so a benchmark never imports a test module."""
+OpenAI-compatible server, moto's S3 server and Orthanc with its DICOMweb plugin. One place, so a benchmark never
+imports a test module."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LLAMA_STARTUP_S = 120
 MOTO_STARTUP_S = 30
+ORTHANC_STARTUP_S = 60
+ORTHANC = Path("/usr/sbin/Orthanc")
+ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+ORTHANC_USER = ("medtrinity", "orthanc-test-password")
+"""The one user the test Orthanc knows (HTTP basic authentication is on)."""
 
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -152,3 +161,92 @@ def _wait_for_moto(proc: subprocess.Popen, endpoint: str, log: Path) -> None:
                     f"moto_server did not answer on {endpoint} within {MOTO_STARTUP_S}s: {log.read_text()[-2000:]}"
                 )
             time.sleep(0.1)
+
+
+@dataclass
+class Orthanc:
+    """A running test Orthanc: its REST API (``url``), its DICOMweb service (``dicomweb``) and its one user."""
+
+    url: str
+    dicomweb: str
+    user: tuple[str, str] = ORTHANC_USER
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> dict | list:
+        token = base64.b64encode(":".join(self.user).encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=body, method=method, headers={"Authorization": f"Basic {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            text = answer.read()
+        return json.loads(text) if text else {}
+
+    def upload(self, paths) -> int:
+        """Store DICOM files with POST /instances; returns how many the server took as new."""
+        stored = 0
+        for path in paths:
+            try:
+                answer = self._request("POST", "/instances", Path(path).read_bytes())
+            except urllib.error.HTTPError as exc:
+                pytest.fail(f"Orthanc refused {path}: {exc.read().decode(errors='replace')}")
+            stored += answer.get("Status") == "Success"
+        return stored
+
+    def delete_series(self, series_uid: str) -> None:
+        """Delete a series, found by its SeriesInstanceUID, through the REST API (DICOMweb has no delete)."""
+        for found in self._request("POST", "/tools/lookup", series_uid.encode()):
+            if found["Type"] == "Series":
+                self._request("DELETE", found["Path"])
+
+
+@contextlib.contextmanager
+def start_orthanc(folder: Path):
+    """Debian's Orthanc with its DICOMweb plugin on a free loopback port, storing in ``folder``, with basic
+    authentication for one user and no DICOM port, until the block ends; yields an ``Orthanc``. Skips the test when
+    Orthanc is not installed."""
+    if not (ORTHANC.exists() and ORTHANC_DICOMWEB.exists()):
+        pytest.skip(
+            "Orthanc is not installed: apt-get install orthanc orthanc-dicomweb (make test installs them) "
+            "for the DICOMweb tests"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), folder / "orthanc.log"
+    config = {
+        "Name": "medtrinity-tests",
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "Plugins": [str(ORTHANC_DICOMWEB)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {ORTHANC_USER[0]: ORTHANC_USER[1]},
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT)
+    orthanc = Orthanc(url=f"http://127.0.0.1:{port}", dicomweb=f"http://127.0.0.1:{port}/dicom-web")
+    try:
+        _wait_for_orthanc(server, orthanc, log)
+        yield orthanc
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def _wait_for_orthanc(server: subprocess.Popen, orthanc: Orthanc, log: Path) -> None:
+    deadline = time.monotonic() + ORTHANC_STARTUP_S
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"Orthanc exited with {server.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            orthanc._request("GET", "/system")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"Orthanc did not answer within {ORTHANC_STARTUP_S}s: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
