@@ -302,3 +302,20 @@ def test_nibabel_volumes_yield_records_and_tiny_ones_are_rejected_with_reasons(n
     assert not _no_degenerate_records(outcome.records)
     assert all(record["rois"] == [] and record["modality"] == "MR" for record in outcome.records)
     assert not _template_defects(outcome.records)
+
+
+def test_no_identifier_of_the_files_reaches_an_output(staged, mixed_dicom):
+    """Names, ids, accession numbers and institutions in the real headers, and the DICOMDIR studies'
+    folders named by patient id, appear in no manifest, work record, report or record."""
+    root, sources = staged
+    files, _, outcome, _ = mixed_dicom
+    source_id = real_data.MIXED_DICOM_ENTRY["id"]
+    staged_files = [root / "data" / source_id / f.relpath for f in files]
+    identifiers = real_data.header_identifiers(staged_files)
+    assert {"77654033", "98890234", "CompressedSamples^MR2"} & identifiers, sorted(identifiers)[:20]
+    texts = real_data.output_texts(root / "out", source_id)
+    assert len(texts) > 10 and outcome.records
+    leaked = sorted(
+        {f"{value!r} in {Path(where).name}" for where, text in texts.items() for value in identifiers if value in text}
+    )
+    assert not leaked, leaked[:10]

@@ -380,3 +380,53 @@ def published_names(source_id: str, env: dict[str, str]) -> dict[str, str]:
     if done.returncode != 0:
         raise RuntimeError(f"sources pseudonyms {source_id} failed ({done.returncode}): {done.stderr[-2000:]}")
     return dict(line.rsplit(" -> ", 1) for line in done.stdout.splitlines() if " -> " in line)
+
+
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+)
+"""The header fields of the corpus that name a patient, a visit, a place or a person."""
+
+
+def header_identifiers(paths: list[Path]) -> set[str]:
+    """The identifying values the files' headers hold that cannot turn up in an output by chance: whole
+    values from 5 characters that are no single word (a DICOM name, an id of letters and digits, words
+    with spaces), and ids of digits alone from 8 (a number or a hexadecimal pseudonym may hold fewer)."""
+    import pydicom
+
+    found = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in paths:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            except Exception:  # no header to take identifiers from
+                continue
+            for keyword in IDENTIFYING:
+                value = str(ds.get(keyword) or "").strip()
+                if len(value) >= 8 if value.isdigit() else len(value) >= 5 and not value.isalpha():
+                    found.add(value)
+    return found
+
+
+def output_texts(output: Path, source_id: str) -> dict[str, str]:
+    """Every file a run of ``source_id`` wrote, as text: JSON and HTML as they are, Parquet rows without
+    their image bytes."""
+    import pyarrow.parquet as pq
+
+    texts = {}
+    for path in sorted((output / "sources" / source_id).rglob("*")):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            texts[str(path)] = json.dumps(
+                table.drop_columns(["image"]).to_pylist() if "image" in table.column_names else table.to_pylist(),
+                default=str,
+            )
+        elif path.is_file():
+            texts[str(path)] = path.read_text(errors="replace")
+    return texts
