@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     cache_dir: AbsolutePath = setting(
         "MEDTRINITY_CACHE_DIR",
         Path("data/cache"),
-        "local mirrors of sources staged on S3, brought in step with the bucket by every listing "
+        "local mirrors of sources staged on S3 or served over DICOMweb, brought in step by the listing "
         "(shared storage on a multi-node Ray cluster)",
     )
     output_uri: str = setting(
@@ -235,7 +235,10 @@ class Settings(BaseSettings):
         "MEDTRINITY_DICOMWEB_TIMEOUT_S", 60.0, "seconds one DICOMweb request may take", gt=0
     )
     dicomweb_retries: int = setting(
-        "MEDTRINITY_DICOMWEB_RETRIES", 3, "retries of a failed DICOMweb request (5xx, timeouts), with backoff", ge=0
+        "MEDTRINITY_DICOMWEB_RETRIES",
+        3,
+        "retries of a failed DICOMweb request (connection errors, time-outs, 429 and 5xx), with backoff",
+        ge=0,
     )
     qdrant_url: str | None = setting(
         "QDRANT_URL",

@@ -46,8 +46,6 @@ class DicomSeriesSlicer(VolumeSlicer):
         """One record row per 2D object, or per frame its cine rule keeps; each named by its file's pseudonym."""
         if not self.keep_unannotated:
             raise InputRejected(*NOT_ANNOTATED)
-        if found.segs or found.rtstructs:
-            raise InputRejected("SEG and RTSTRUCT annotations of 2D objects are not read", "the series is planar")
         modality = row.get("modality") or self.source.modality
         region = row.get("body_region") or self.source.body_region
         window = self.source.display_window(modality, region)

@@ -187,7 +187,7 @@ class DicomwebLayout(BaseModel):
     series_filters: dict[str, str] = {}
     """QIDO-RS search keys for the series of each study, e.g. {"Modality": "CT"}."""
     page_size: int = Field(default=100, ge=1)
-    """Studies per QIDO-RS page (``limit`` and ``offset``)."""
+    """Results per QIDO-RS page (``limit`` and ``offset``): studies, a study's series, a series' instances."""
 
 
 LAYOUTS = {

@@ -52,15 +52,17 @@ READ_ERRORS = (ValueError, EOFError, KeyError, TypeError, AttributeError)
 a broken DICOM file or none."""
 
 
-def mirror_dicomweb(source: SourceEntry, destination: Path, settings: Settings) -> dict[str, int]:
-    """Bring ``destination`` in step with the studies the source's DICOMweb server lists; returns what it did:
-    studies and series listed, instances fetched, kept and removed, and series that could not be retrieved."""
+def mirror_dicomweb(source: SourceEntry, destination: Path, settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """Bring ``destination`` in step with the studies the source's DICOMweb server lists; returns what it did
+    (studies and series listed, instances fetched, kept and removed, series that failed) and the pseudonyms of the
+    series that could not be retrieved, which the listing accounts as rejects."""
     _blank_uids_in(LIBRARY_LOGGERS)
     server = DicomwebServer(source.location_uri(settings), settings, source.dicomweb.page_size)
     salt = salt_for(source, settings)
     destination.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".{destination.name}.incoming-{os.getpid()}"
     done = {"studies": 0, "series": 0, "fetched": 0, "kept": 0, "removed": 0, "failed": 0}
+    failed: list[str] = []
     listed: dict[str, set[str]] = {}  # series folder -> its instances' file names
     try:
         for study in server.uids("searching studies", server.client.search_for_studies, STUDY_UID,
@@ -72,11 +74,13 @@ def mirror_dicomweb(source: SourceEntry, destination: Path, settings: Settings) 
                 done["series"] += 1
                 folder = pseudonym(salt, series, "series")
                 listed[folder] = _bring_series(server, (study, series), destination / folder, staging, salt, done)
+                if done["failed"] > len(failed):
+                    failed.append(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     done["removed"] = _prune(destination, listed)
     log.info("DICOMweb mirror of source %s: %s", source.id, done)
-    return done
+    return done, failed
 
 
 class DicomwebServer:

@@ -49,16 +49,21 @@ def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None
         from medtrinity_tasks.sources.mirror import mirror
 
         mirror(uri, source.location_path(settings), settings)
-    elif source.layout == "dicomweb" and scope is None:  # the plan's listing brings the mirror in step; shards read it
+    failed = []
+    if source.layout == "dicomweb" and scope is None:  # the plan's listing brings the mirror in step; shards read it
         from medtrinity_tasks.sources.dicomweb import mirror_dicomweb
 
-        mirror_dicomweb(source, source.location_path(settings), settings)
+        _, failed = mirror_dicomweb(source, source.location_path(settings), settings)
     root = source.location_path(settings)
     if not root.is_dir():
         hint = "run `medtrinity samples`" if source.synthetic else "stage the source's files there"
         raise SourceNotFound(f"source {source.id}: directory {root} does not exist; {hint}")
     lister = LISTERS[source.layout]
     inputs = lister(source, root, scope) if lister is list_dicom_series else lister(source, root)
+    for key in failed:  # what the mirror holds of a series it could not retrieve is not read
+        inputs[key] = rejected(
+            {"source_relpath": key}, Reason.of("series could not be retrieved from the DICOMweb server")
+        )
     for key, item in inputs.items():
         reason = None if item.get("reject_reason") else _escape_reason(root, item)
         inputs[key] = _deidentify(rejected(item, reason) if reason else item, source, settings)

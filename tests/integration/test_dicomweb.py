@@ -110,7 +110,9 @@ def mirror_of(source_id: str) -> tuple[dict, Path]:
     """Bring the source's mirror in step; returns the summary and the mirror's folder."""
     settings = load_settings()
     source = get_source(source_id, settings)
-    return mirror_dicomweb(source, source.location_path(settings), settings), source.location_path(settings)
+    summary, failed = mirror_dicomweb(source, source.location_path(settings), settings)
+    assert failed == []
+    return summary, source.location_path(settings)
 
 
 def test_a_pacs_source_yields_the_records_of_the_same_files(pacs, site, caplog, capsys):

@@ -161,8 +161,8 @@ BAD_DICOM = {
     "DICOM dataset without file meta (no preamble, 'DICM' prefix or transfer syntax)": 1,
     "image flagged with burned-in annotation": 1,
     "truncated pixel data in file": 1,
-    "inconsistent series": 1,
-    "malformed geometry or pixel description in file": 1,
+    "slice positions are unevenly spaced": 2,  # the stacks left by the mis-sized and the malformed slice
+    "malformed image header": 1,  # the malformed slice, read alone (its odd-sized neighbour makes a record)
     "cannot decode transfer syntax MPEG2 Main Profile / Main Level": 1,
 }
 """What the DICOM sample's bad inputs are rejected for, counted by reason kind (as a manifest counts)."""
@@ -247,4 +247,5 @@ _BREAKAGES = {
     "malformed_value": _malformed_value,
     "unsupported_codec": _unsupported_codec,
 }
-"""The annotated series broken for the reader to catch, by folder name, with how each is broken."""
+"""The annotated series broken for the reader to catch, by folder name, with how each is broken. A slice of another
+size, or one whose geometry cannot be read, is an input of its own: the slices around it no longer stack evenly."""

@@ -147,8 +147,8 @@ def stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray, tuple[
         step = float(np.median(gaps))
         if np.abs(gaps - step).max() > max(0.02 * step, 0.01):
             raise InputRejected(
-                f"slice positions are unevenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm)",
-                "a slice may be missing",
+                "slice positions are unevenly spaced",
+                f"{gaps.min():.3g} to {gaps.max():.3g} mm apart; a slice may be missing",
             )
         slice_spacing = float(distance[-1] - distance[0]) / (len(ordered) - 1)
         step_vector = (ordered[-1].position - ordered[0].position) / (len(ordered) - 1)  # tilt kept

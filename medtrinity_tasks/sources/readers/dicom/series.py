@@ -13,7 +13,7 @@ against ``InputLimits`` before their pixels are decoded.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,8 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
     """Group DICOM files into inputs from their headers; return the inputs and the rejects.
 
     A series' slices are one input per stack (files of one size and orientation: localizers and reformats that
-    share a series UID are stacks of their own); each 2D object (``planar.is_planar``) is an input of its own; a
+    share a series UID are stacks of their own; the series' SEG and RTSTRUCT files go with its largest stack);
+    each 2D object (``planar.is_planar``) is an input of its own; a
     file repeating another's SOPInstanceUID (the same image exported twice, in another transfer syntax) is
     rejected as a duplicate. Inputs come back sorted by their first file's path; SEG and RTSTRUCT files are
     attached to the series they reference, or rejected when that series is not among ``paths``."""
@@ -91,10 +92,21 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
     segs, rtstructs = _attach_annotations(annotations, images, rejects)
     series = []
     for uid, members in images.items():
-        for key, stack in _inputs_of(uid, members):
-            files = tuple(_sorted_paths(stack))
-            annotated = tuple(sorted(segs.get(uid, []))), tuple(sorted(rtstructs.get(uid, [])))
-            series.append(_series_of(uid, key, stack[0][1], stack[0][0], files, *annotated))
+        inputs = [
+            _series_of(uid, key, stack[0][1], stack[0][0], tuple(_sorted_paths(stack)))
+            for key, stack in _inputs_of(uid, members)
+        ]
+        annotated = tuple(sorted(segs.get(uid, []))), tuple(sorted(rtstructs.get(uid, [])))
+        stacks = [found for found in inputs if not found.planar]
+        if not stacks:
+            for path in (*annotated[0], *annotated[1]):
+                rejects[path] = Reason.of(
+                    "annotation of 2D objects", "SEG and RTSTRUCT are read for stacks of slices only"
+                )
+        main = max(stacks, key=lambda found: len(found.files), default=None)  # the annotated acquisition
+        series += [
+            replace(found, segs=annotated[0], rtstructs=annotated[1]) if found is main else found for found in inputs
+        ]
     series.sort(key=lambda s: str(min(s.files)))
     return series, rejects
 
@@ -176,7 +188,7 @@ def _attach_annotations(annotations, images, rejects) -> tuple[dict[str, list[Pa
     return segs, rtstructs
 
 
-def _series_of(uid: str, key: str, header, path: Path, files, segs, rtstructs) -> DicomSeries:
+def _series_of(uid: str, key: str, header, path: Path, files, segs=(), rtstructs=()) -> DicomSeries:
     """An input from the header of one of its files (``path``)."""
     modality = str(attribute(header, "Modality", "") or "").strip().upper()
     body_part = str(attribute(header, "BodyPartExamined", "") or "").strip() or None
