@@ -64,8 +64,12 @@ warnings.filterwarnings("ignore")
 _handler = logging.StreamHandler(sys.stderr)
 _handler.setLevel(logging.WARNING)
 logging.basicConfig(level=logging.WARNING, handlers=[_handler])
-for _name in ("ray", "ray.data", "ray._private.authentication.authentication_token_setup", "pydicom"):
+for _name in ("ray", "ray.data", "ray._private.authentication.authentication_token_setup"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+import pydicom  # sets its logger's level on import: quieted after it
+
+# pydicom logs each decoder that fails on the broken files (with its traceback): their rejects say why
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.run.plan import plan_shards
@@ -86,7 +90,6 @@ def kept_frames(count: int) -> list[int]:
 def bare(objects: list[real_data.DicomFile], root: Path, image_size: int) -> int:
     """Decode each image object and encode the frames the pipeline keeps as PNG. Returns the images made."""
     import numpy as np
-    import pydicom
     from PIL import Image
 
     images = 0
