@@ -106,13 +106,14 @@ class PlanarImageLoader(InputStage):
         if self.source.rescale_intercept:
             pixels = pixels.astype(np.float32) + self.source.rescale_intercept
         image = to_8bit(pixels, self.source.colour, self.source.display_window())
+        own = self.reader.geometry(row)  # a DICOM header's plane; an image file's pixels have no physical size
         facts = dict(
             key=row["source_relpath"],
             frame=0,
             modality=self.source.modality,
             body_region=self.source.body_region,
-            spacing_mm=None,  # a 2D image file's pixels have no physical size: sizes are given in pixels
-            patient_orientation=self.source.patient_orientation,
-            view=None,
+            spacing_mm=own.get("spacing_mm"),
+            patient_orientation=own.get("patient_orientation") or self.source.patient_orientation,
+            view=own.get("view"),
         )
         return [planar_record(self.source, row, image, mask, self.image_size, **facts)]

@@ -98,6 +98,10 @@ class PlanarReader(InputReader[np.ndarray]):
         """The image's pixels as stored."""
         return read_image(path, self.limits)
 
+    def geometry(self, row: dict) -> dict:
+        """What the image itself says of its plane (a DICOM header does; an image file says nothing)."""
+        return {}
+
     def read(self, row: dict, *, unannotated: bool) -> tuple[np.ndarray, np.ndarray]:
         pixels = self.pixels(confined(self.root, row.get("file_relpath") or row["source_relpath"]))
         if not row.get("label_relpath"):  # boxes or class labels only, or no annotation

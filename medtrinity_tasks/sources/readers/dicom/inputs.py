@@ -13,7 +13,7 @@ from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.confinement import confined
 from medtrinity_tasks.sources.readers.base import InputReader, Volume
 from medtrinity_tasks.sources.readers.dicom.annotations import read_rtstruct_labels, read_seg_labels
-from medtrinity_tasks.sources.readers.dicom.image import read_dicom_image
+from medtrinity_tasks.sources.readers.dicom.image import image_geometry, read_dicom_image
 from medtrinity_tasks.sources.readers.dicom.planar import PlanarImage, read_planar
 from medtrinity_tasks.sources.readers.dicom.series import DicomSeries, known_series, read_series
 from medtrinity_tasks.sources.readers.image2d import PlanarReader
@@ -69,7 +69,10 @@ class DicomSeriesReader(InputReader[Volume]):
 
 
 class DicomImageReader(PlanarReader):
-    """A single DICOM image (a radiograph) in modality units, with its mask if it has one."""
+    """A single DICOM image (a radiograph) in modality units, with its mask if it has one, and its plane."""
 
     def pixels(self, path: Path) -> np.ndarray:
         return read_dicom_image(path, self.limits)
+
+    def geometry(self, row: dict) -> dict:
+        return image_geometry(confined(self.root, row.get("file_relpath") or row["source_relpath"]), self.limits)
