@@ -96,7 +96,7 @@ def _manifest(outcome: Published, error: str | None) -> dict:
     return outcome.manifest
 
 
-def _no_degenerate_records(records: list[dict]) -> list[str]:
+def _degenerate_records(records: list[dict]) -> list[str]:
     settings = load_settings()
     return [
         f"{r['source_relpath']} {r['axis']} {r['slice_index']}: {r['width']} x {r['height']}"
@@ -165,7 +165,7 @@ def test_records_take_each_series_own_modality(mixed_dicom):
 
 def test_no_record_is_degenerate_and_small_objects_are_turned_away_with_reasons(mixed_dicom):
     files, names, outcome, _ = mixed_dicom
-    assert not _no_degenerate_records(outcome.records), _no_degenerate_records(outcome.records)[:10]
+    assert not _degenerate_records(outcome.records), _degenerate_records(outcome.records)[:10]
     by_input = outcome.records_by_input()
     reasons = {**outcome.rejected(), **{k: "; ".join(v) for k, v in outcome.quarantined().items()}}
     small = _of_kind(files, DEGENERATE)
@@ -244,7 +244,7 @@ def test_head_ct_records_carry_the_bone_with_sides_from_the_image(cranium):
     root, outcome, error = cranium
     manifest = _manifest(outcome, error)
     assert manifest["counts"]["inputs"] == manifest["counts"]["used"] == 1
-    assert not _no_degenerate_records(outcome.records)
+    assert not _degenerate_records(outcome.records)
     rois = [(record, roi) for record in outcome.records for roi in record["rois"]]
     assert {roi["label"] for _, roi in rois} == {"bone"}
     bone_slices = set(np.flatnonzero(nib.load(root / "labelsTr" / "cranium.nii.gz").dataobj[...].any(axis=(0, 1))))
@@ -299,7 +299,7 @@ def test_nibabel_volumes_yield_records_and_tiny_ones_are_rejected_with_reasons(n
     assert set(by_input) == expected
     rejected = outcome.rejected()
     assert all(rejected.get(relpath) for relpath in set(relpaths) - expected), rejected
-    assert not _no_degenerate_records(outcome.records)
+    assert not _degenerate_records(outcome.records)
     assert all(record["rois"] == [] and record["modality"] == "MR" for record in outcome.records)
     assert not _template_defects(outcome.records)
 
