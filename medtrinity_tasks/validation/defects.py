@@ -45,7 +45,8 @@ SNIPPET_CHARS = 16
 
 
 def text_defects(text: str) -> list[tuple[str, str]]:
-    """(defect, the text around it) for each defect in ``text``."""
+    """(defect, the text around it) for each defect in ``text``; a word the defect names is quoted
+    (de-identified) as reasons quote text."""
     found = []
     for defect, pattern in PATTERNS.items():
         for match in pattern.finditer(text):
@@ -55,7 +56,7 @@ def text_defects(text: str) -> list[tuple[str, str]]:
     for match in _INDEFINITE.finditer(text):
         written, expected = (match.group(1) or match.group(2)).lower(), article(match.group(3))
         if expected and written != expected:
-            found.append((f"'{written}' before '{match.group(3)}'", _around(text, match)))
+            found.append((f"'{written}' before {quote(match.group(3))}", _around(text, match)))
     return found
 
 
