@@ -57,9 +57,10 @@ at most until it expires, instead of failing the plan).
 *plan* lists the inputs and cuts them into shards; *process* runs the Ray pipeline on one shard
 (ROI expert: {expert.name + " on images without annotations" if expert else "none"}; pool `{pool}`)
 and writes its Parquet shard, quarantine, accounting and Data Docs page; *gate* writes the
-quality report (`sources/{entry.id}/reports/index.html`) and fails the run when too few records
-pass the quality suite; *publish* writes `sources/{entry.id}/manifest.json` and updates
-the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
+quality report (`sources/{entry.id}/reports/index.html`) and, whether or not it passes, the manifest
+with its verdict (`medtrinity show {entry.id} --inputs` lists every input's outcome), and fails the run
+when too few records pass the quality suite; *publish* marks `sources/{entry.id}/manifest.json`
+published and updates the source's asset; *summary* (which runs whatever happened before it) logs the run's counts,
 rejects and quarantines by reason, and any unfinished shard, and releases the run's lease. A failed
 task writes a failure record (task, shard, try, error class and message without file paths, log
 URL) to its log and to `sources/{entry.id}/failures/`; the summary writes one for a shard whose

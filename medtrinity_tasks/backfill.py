@@ -38,6 +38,11 @@ def build_status(output_uri: str | None = None) -> list[dict]:
         built_prompts = set((manifest.get("generator") or {}).get("prompt_versions") or [])
         if manifest.get("pipeline_version") != PIPELINE_VERSION:
             reason = f"built by pipeline {manifest.get('pipeline_version')} (now {PIPELINE_VERSION})"
+        elif not manifest.get("published", True):  # the same inputs would fail again: said, not retried
+            verdict = manifest.get("quality") or {}
+            failed = f"its last run failed the quality gate ({verdict.get('failure') or 'see medtrinity show'})"
+            rows.append({"source_id": source_id, "needs_build": False, "reason": failed})
+            continue
         elif not built_prompts <= prompts or not built_prompts:
             reason = f"built with prompt {', '.join(sorted(built_prompts)) or 'unknown'} (now {', '.join(prompts)})"
         else:
@@ -53,8 +58,8 @@ def _staged(entry: SourceEntry, settings) -> bool | str:
         uri = entry.location_uri(settings)
     except MedtrinityError:
         return "not staged: its location names an environment variable that is not set"
-    if uri.startswith("s3://"):
-        return True  # listed when its DAG runs
+    if uri.startswith(("s3://", "http://", "https://")):
+        return True  # listed (and mirrored) when its DAG runs
     try:
         path = entry.location_path(settings)
     except MedtrinityError as exc:  # a location outside the data directory: said, not fatal to the others

@@ -33,6 +33,8 @@ def build_dataset(output_uri: str | None = None) -> dict:
         if not key.endswith("/manifest.json"):
             continue
         manifest = store.read_json(key)
+        if not manifest.get("published", True):  # its last run failed the gate: its shards are not the dataset's
+            continue
         counts, quality = manifest["counts"], manifest.get("quality") or {}
         sources.append(
             {

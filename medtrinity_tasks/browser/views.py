@@ -33,7 +33,8 @@ def source_summaries(store: Store) -> list[dict]:
     rows = []
     for status in build_status(store.uri):
         manifest = read_manifest(store, status["source_id"], missing_ok=True)
-        row = {"source_id": status["source_id"], "status": status["reason"], "published": manifest is not None}
+        published = manifest is not None and manifest.get("published", True)
+        row = {"source_id": status["source_id"], "status": status["reason"], "published": published}
         if manifest is not None:
             row.update(
                 name=manifest["source_name"],

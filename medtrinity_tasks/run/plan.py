@@ -15,7 +15,7 @@ from medtrinity_tasks.generation.vllm_engine import check_vllm
 from medtrinity_tasks.knowledge.retrieval import check_knowledge
 from medtrinity_tasks.phi import clean_reason
 from medtrinity_tasks.reasons import reject_of
-from medtrinity_tasks.run.accounting import LISTING, Counts, WorkRecord, top_reasons
+from medtrinity_tasks.run.accounting import LISTING, Counts, WorkRecord, file_counts, top_reasons
 from medtrinity_tasks.sources.catalog import get_source
 from medtrinity_tasks.sources.layouts import list_inputs
 from medtrinity_tasks.storage import open_store
@@ -27,7 +27,7 @@ from medtrinity_tasks.storage.shards import work_key
 @dataclass(frozen=True)
 class Shard:
     """One shard task's work, as the plan hands it over (XCom): its inputs by key only (XCom and task
-    logs never carry file lists or annotations), where to write, and for DICOM the folders (by
+    logs never carry file lists or annotations), where to write, and for DICOM the folders and 2D objects (by
     pseudonym) its inputs lie in (``scope``), so that the task lists only those again."""
 
     source_id: str
@@ -99,7 +99,8 @@ def plan_shards(
     if not dry_run:
         with planning_lease(store, source_id, run_id, settings.lease_timeout_s, wait=wait_for_lease):
             remove_replaced_shards(store, source_id, [shard.to_json() for shard in shards], keep={LISTING})
-            store.write_json(work_key(source_id, LISTING), listing_work(source_id, run_id, rejected).to_json())
+            listing = listing_work(source_id, run_id, rejected, file_counts(listed))
+            store.write_json(work_key(source_id, LISTING), listing.to_json())
     return [shard.to_json() for shard in shards]
 
 
@@ -135,15 +136,16 @@ def cut(template: Shard, inputs: list[dict], size: int) -> list[Shard]:
     for start in range(0, len(inputs), size):
         members = inputs[start : start + size]
         scope = None
-        if any("folders" in item for item in members):  # DICOM: the folders (by pseudonym) its inputs lie in
-            scope = sorted({folder for item in members for folder in item.get("folders", [])})
+        if any("scope" in item for item in members):  # DICOM: the pseudonyms a listing finds its inputs by
+            scope = sorted({name for item in members for name in item.get("scope", [])})
         shard_id, keys = f"shard-{start // size:05d}", [item["source_relpath"] for item in members]
         shards.append(replace(template, shard_id=shard_id, inputs=keys, scope=scope))
     return shards
 
 
-def listing_work(source_id: str, run_id: str, rejected: list[dict]) -> WorkRecord:
-    """The listing's rejects in the shape of a shard's work record, so gate and publish count them alike."""
+def listing_work(source_id: str, run_id: str, rejected: list[dict], files: dict[str, int]) -> WorkRecord:
+    """The listing's rejects in the shape of a shard's work record, so gate and publish count them alike,
+    with the file count of every input listed (``files``), used or not: only the plan sees them all."""
     return WorkRecord(
         source_id=source_id,
         shard_id=LISTING,
@@ -153,4 +155,5 @@ def listing_work(source_id: str, run_id: str, rejected: list[dict]) -> WorkRecor
         rejected=rejected,
         quarantined=[],
         counts=Counts(inputs=len(rejected), rejected=len(rejected)),
+        files=files,
     )

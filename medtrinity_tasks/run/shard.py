@@ -4,6 +4,7 @@ quarantine, Data Docs page and the work record that accounts for every input."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from medtrinity_tasks import PIPELINE_VERSION
@@ -162,6 +163,7 @@ def _write_records(store: Store, plan: Shard, outcome: Outcome) -> None:
 
 
 def _work_record(plan: Shard, outcome: Outcome, counts: Counts, seconds: float) -> WorkRecord:
+    passed = Counter(row["source_relpath"] for row in outcome.passed)
     return WorkRecord(
         source_id=plan.source_id,
         shard_id=plan.shard_id,
@@ -184,6 +186,7 @@ def _work_record(plan: Shard, outcome: Outcome, counts: Counts, seconds: float) 
             for q in outcome.quarantined
         ],
         counts=counts,
+        records={key: passed[key] for key in outcome.used},
         reference=outcome.reference,
         data_docs=outcome.validation is not None,
         seconds=seconds,

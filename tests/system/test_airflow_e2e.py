@@ -218,6 +218,7 @@ def test_a_run_below_its_pass_rate_fails_the_gate_task_with_the_reasons_and_the_
     assert "quality gate FAILED" in (report / "index.html").read_text()
     pages = sorted(p.name for p in report.glob("shard-*.html"))
     assert pages and "Great Expectations" in (report / pages[0]).read_text()
-    assert not (out / "sources" / "dermoscopy_dated_labels" / "manifest.json").exists()  # nothing published
+    manifest = json.loads((out / "sources" / "dermoscopy_dated_labels" / "manifest.json").read_text())
+    assert not manifest["published"] and manifest["shards"] == [] and not manifest["quality"]["passed"]
     (record,) = (out / "sources" / "dermoscopy_dated_labels" / "failures").rglob("gate-*.json")
     assert json.loads(record.read_text())["error_class"] == "GateFailed"
