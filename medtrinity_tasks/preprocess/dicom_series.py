@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
-from medtrinity_tasks.phi import pseudonym, scrub
+from medtrinity_tasks.phi import scrub
 from medtrinity_tasks.preprocess.planar import NOT_ANNOTATED, planar_record, to_8bit
 from medtrinity_tasks.preprocess.slicing import VolumeSlicer
 from medtrinity_tasks.sources.catalog import SourceEntry
@@ -50,11 +50,10 @@ class DicomSeriesSlicer(VolumeSlicer):
         region = row.get("body_region") or self.source.body_region
         window = self.source.display_window(modality, region)
         rows = []
-        for path, image in self.reader.planar_images(found):
-            relpath = path.relative_to(self.root).as_posix()
+        for image in self.reader.planar_images(found):
             pixels = to_8bit(image.pixels, colour=True, window=window)
             facts = dict(
-                key=f"{row['source_relpath']}/{pseudonym(self.salt, relpath, 'file')}",
+                key=row["source_relpath"],
                 frame=image.frame,
                 modality=modality,
                 body_region=region,

@@ -32,16 +32,19 @@ def list_dicom_series(source: SourceEntry, root: Path, scope: list[str] | None =
     """Every file under the source directory, grouped into series by the DICOM reader. A series is
     one input named by a salted pseudonym of its SeriesInstanceUID; a file that cannot be used is
     an input of its own, rejected, named by a pseudonym of its path. No folder or file name, which
-    in DICOM trees often hold patient ids or dates, reaches an output. Each input carries the
-    pseudonyms of the folders its files lie in, which a later listing can be scoped to."""
+    in DICOM trees often hold patient ids or dates, reaches an output. A 2D object is an input of its
+    own, named by a pseudonym of its path. Each input carries its ``scope``, the pseudonyms a later
+    listing finds it again by without reading other headers: the folders a series' files lie in, or
+    a 2D object's own name (exports often hold thousands of radiographs in one folder)."""
     settings = load_settings()
     salt = salt_for(source, settings)
     wanted = set(scope) if scope is not None else None
     files = []
     for folder, _, names in os.walk(root):  # does not follow folder links: no loops
         relfolder = Path(folder).relative_to(root).as_posix()
-        if wanted is None or pseudonym(salt, relfolder, "folder") in wanted:
-            files += [Path(folder, name).relative_to(root).as_posix() for name in names]
+        whole = wanted is None or pseudonym(salt, relfolder, "folder") in wanted
+        relpaths = [Path(folder, name).relative_to(root).as_posix() for name in names]
+        files += [p for p in relpaths if whole or pseudonym(salt, p, "image") in wanted]
     files.sort()
 
     def folders(relpaths) -> list[str]:
@@ -55,22 +58,22 @@ def list_dicom_series(source: SourceEntry, root: Path, scope: list[str] | None =
         except InputRejected as exc:
             key = pseudonym(salt, relpath, "file")
             reason = exc.reason.reworded(scrub(exc.reason.text, {quote(relpath): key}))  # no file or folder name
-            inputs[key] = rejected({"source_relpath": key, "folders": folders([relpath])}, reason)
+            inputs[key] = rejected({"source_relpath": key, "scope": folders([relpath])}, reason)
     series, rejects = scan(readable, InputLimits.of(settings))
     for path, reason in rejects.items():
         relpath = path.relative_to(root).as_posix()
         key = pseudonym(salt, relpath, "file")
         scrubbed = reason.reworded(scrub(reason.text, aliases))
-        inputs[key] = rejected({"source_relpath": key, "folders": folders([relpath])}, scrubbed)
+        inputs[key] = rejected({"source_relpath": key, "scope": folders([relpath])}, scrubbed)
     for found in series:
-        key = pseudonym(salt, found.key, "image" if found.planar else "series")
         images = [p.relative_to(root).as_posix() for p in found.files]
         annotations = [p.relative_to(root).as_posix() for p in (*found.segs, *found.rtstructs)]
+        key = pseudonym(salt, images[0], "image") if found.planar else pseudonym(salt, found.key, "series")
         item = {
             "source_relpath": key,
             "member_files": images,
             "annotation_files": annotations,
-            "folders": folders(images + annotations),
+            "scope": [key] if found.planar else folders(images + annotations),
             "modality": found.modality or source.modality,
             "body_region": BODY_PARTS.get((found.body_part or "").replace(" ", "").upper(), source.body_region),
         }

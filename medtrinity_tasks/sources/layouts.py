@@ -37,12 +37,12 @@ LISTING_COLUMNS = (
 )  # fmt: skip
 """The ``ROW_SCHEMA`` columns an input of ``list_inputs`` may carry, whatever its layout: what the first stage
 reads (a DICOM series names its own modality and body region). Besides them a reject carries its reason, and a
-DICOM input its ``folders``, which only the plan reads."""
+DICOM input its ``scope``, which only the plan reads."""
 
 
 def list_inputs(source: SourceEntry, settings: Settings, scope: list[str] | None = None) -> list[dict]:
-    """Every input of the staged source. ``scope`` (the ``folders`` pseudonyms of some inputs, from
-    an earlier listing) narrows a DICOM listing to those folders: a shard reads the headers of its
+    """Every input of the staged source. ``scope`` (the ``scope`` pseudonyms of some inputs, from
+    an earlier listing) narrows a DICOM listing to those folders and 2D objects: a shard reads the headers of its
     own series, not of the whole source."""
     uri = source.location_uri(settings)
     if uri.startswith("s3://"):

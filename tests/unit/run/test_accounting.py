@@ -18,7 +18,7 @@ SERIES_A = {
 SERIES_B = {"source_relpath": "series-b", "member_files": ["b/1.dcm", "b/2.dcm"], "annotation_files": ["seg.dcm"]}
 REJECTED_FILE = {
     "source_relpath": "file-c",
-    "folders": ["folder-x"],
+    "scope": ["folder-x"],
     "reject_reason": "not an image",
     "reject_kind": "x",
 }

@@ -49,7 +49,7 @@ def test_every_sample_listing_writes_only_the_declared_listing_columns(samples_d
     catalog = load_catalog(settings)
     for source_id in SAMPLE_SOURCES:
         for item in list_inputs(catalog[source_id], settings):
-            undeclared = set(item) - set(LISTING_COLUMNS) - ACCOUNTING - {"folders"}  # folders: the plan's
+            undeclared = set(item) - set(LISTING_COLUMNS) - ACCOUNTING - {"scope"}  # scope: the plan's
             assert not undeclared, (source_id, undeclared)
 
 

@@ -40,12 +40,10 @@ class DicomSeriesReader(InputReader[Volume]):
             self.limits,
         )
 
-    def planar_images(self, found: DicomSeries) -> Iterator[tuple[Path, PlanarImage]]:
-        """Each file of a series of 2D objects with its images (the frames the entry's ``cine`` rule keeps), one
-        file decoded at a time."""
+    def planar_images(self, found: DicomSeries) -> Iterator[PlanarImage]:
+        """The images of a 2D object (the frames the entry's ``cine`` rule keeps), one file decoded at a time."""
         for path in found.files:
-            for image in read_planar(path, self.limits, self.source.cine.frames):
-                yield path, image
+            yield from read_planar(path, self.limits, self.source.cine.frames)
 
     def read(self, row: dict, *, unannotated: bool) -> tuple[Volume, np.ndarray]:
         found = self.series_of(row)

@@ -32,9 +32,10 @@ def claimed_size(ds) -> tuple[int, int, int, int]:
     return rows, columns, frames, samples * ((bits + 7) // 8)
 
 
-def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
+def decode(ds, path: Path, *, colour: bool = False, frames: list[int] | None = None) -> np.ndarray:
     """Stored pixel values as (frames, rows, columns), or with ``colour`` (frames, rows, columns, 3) for colour
-    images (YBR given as RGB), through pydicom's pixel handlers."""
+    images (YBR given as RGB), through pydicom's pixel handlers; only the ``frames`` asked for (all by default),
+    so a cine of hundreds of frames is not decoded whole for the few it keeps."""
     from pydicom.uid import UID
 
     if attribute(ds, "PixelData") is None:
@@ -47,7 +48,9 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
     syntax = str(attribute(ds.file_meta, "TransferSyntaxUID"))
     if syntax in _NATIVE_SYNTAXES:
         bits = int(attribute(ds, "BitsAllocated", 0) or 0)
-        expected = (rows * columns * count * samples * bits + 7) // 8
+        subsampled = str(attribute(ds, "PhotometricInterpretation", "") or "").strip() == "YBR_FULL_422"
+        stored_samples = 2 if subsampled else samples  # YBR_FULL_422 stores two chroma samples per pair of pixels
+        expected = (rows * columns * count * stored_samples * bits + 7) // 8
         stored = len(attribute(ds, "PixelData"))
         if stored < expected:
             raise InputRejected(
@@ -57,7 +60,7 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
     try:
         with warnings.catch_warnings(), _quiet_decoders():
             warnings.simplefilter("ignore")
-            pixels = ds.pixel_array
+            pixels = ds.pixel_array if frames is None or count == 1 else _frames_of(ds, frames)
     except Exception as exc:
         detail = error_detail(exc, path)
         if syntax in _NATIVE_SYNTAXES:
@@ -66,6 +69,7 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
             ) from None
         raise InputRejected(f"cannot decode transfer syntax {UID(syntax).name}", detail) from None
     pixels = np.asarray(pixels)
+    count = count if frames is None or count == 1 else len(frames)
     expected_values = rows * columns * count * samples
     if pixels.size != expected_values:
         raise InputRejected(
@@ -73,6 +77,12 @@ def decode(ds, path: Path, *, colour: bool = False) -> np.ndarray:
             text=f"pixel data of {path.name} holds {pixels.size} values, expected {expected_values}",
         )
     return pixels.reshape((count, rows, columns) + ((3,) if samples == 3 else ()))
+
+
+def _frames_of(ds, frames: list[int]) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    return np.stack([pixel_array(ds, index=index) for index in frames])
 
 
 @contextmanager

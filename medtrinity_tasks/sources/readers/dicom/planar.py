@@ -76,12 +76,13 @@ def read_planar(path: Path, limits: InputLimits, frames_kept: int) -> list[Plana
     ds = read_with_pixels(path, limits)
     rows, columns, count, itemsize = claimed_size(ds)
     limits.check_volume((columns, rows, count), itemsize, itemsize + FLOAT32_BYTES)
-    stored = decode(ds, path, colour=True)
+    chosen = sampled_frames(count, frames_kept)
+    stored = decode(ds, path, colour=True, frames=chosen)
     spacing, orientation, view = planar_geometry(ds, path)
-    images = []
-    for index in sampled_frames(count, frames_kept):
-        images.append(PlanarImage(display_values(ds, stored[index]), index, spacing, orientation, view))
-    return images
+    return [
+        PlanarImage(display_values(ds, frame), index, spacing, orientation, view)
+        for index, frame in zip(chosen, stored, strict=True)
+    ]
 
 
 def display_values(ds, stored: np.ndarray) -> np.ndarray:

@@ -57,8 +57,8 @@ class DicomSeries:
     planar: bool = False
     """A 2D object (``planar.read_planar``), not a stack of slices."""
     key: str = ""
-    """What the input's pseudonym is made of: the series UID (with the stack's number where a series holds
-    several stacks), or a 2D object's SOPInstanceUID."""
+    """What a stack's pseudonym is made of: the series UID, with the stack's number where a series holds several
+    stacks ("" for a 2D object, which the listing names by its path)."""
 
 
 def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[DicomSeries], dict[Path, Reason]]:
@@ -112,15 +112,15 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
 
 
 def _inputs_of(uid: str, members: list[tuple[Path, object]]) -> list[tuple[str, list[tuple[Path, object]]]]:
-    """(key, files) of each input a series' files form: each 2D object alone, keyed by its instance; slices in
-    one stack per size and orientation, keyed by the series UID (numbered when there are several)."""
+    """(key, files) of each input a series' files form: each 2D object alone (the listing names it by its path);
+    slices in one stack per size and orientation, keyed by the series UID (numbered when there are several)."""
     planar, stacks = [], {}
     for path, header in members:
         if not uid or _is_planar(header, path):
             planar.append((path, header))
         else:
             stacks.setdefault(_stack_of(header), []).append((path, header))
-    inputs = [(f"instance:{attribute(h, 'SOPInstanceUID', '') or p.name}", [(p, h)]) for p, h in planar]
+    inputs = [("", [(path, header)]) for path, header in planar]
     split = [part for stack in stacks.values() for part in _split_repeats(stack)]
     ordered = sorted(split, key=lambda stack: str(stack[0][0]))
     inputs += [(uid if len(ordered) == 1 else f"{uid}#{n}", stack) for n, stack in enumerate(ordered)]
