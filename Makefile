@@ -12,7 +12,7 @@ export MEDTRINITY_KNOWLEDGE_DIR ?= $(CURDIR)/data/knowledge
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-.PHONY: install demo lint chromium orthanc test test-fast bench airflow clean
+.PHONY: install demo lint chromium orthanc realdata test test-fast bench airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,9 +68,17 @@ orthanc:
 		|| (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q orthanc orthanc-dicomweb > /dev/null 2>&1) \
 		|| echo "could not install Debian's orthanc and orthanc-dicomweb: the DICOMweb tests will be skipped"
 
+# The real-imaging tests read Debian's invesalius-examples (a head CT with bone masks); without root or apt
+# they skip, saying so.
+realdata:
+	@test -f /usr/share/doc/invesalius-examples/examples/Cranium.inv3 \
+		|| apt-get install -y -q invesalius-examples > /dev/null 2>&1 \
+		|| (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q invesalius-examples > /dev/null 2>&1) \
+		|| echo "could not install Debian's invesalius-examples: the head CT tests will be skipped"
+
 # The whole suite, tier by tier: unit (no servers), integration (pipeline runs in process and on Ray),
 # system (Airflow, Celery on PostgreSQL and Redis, llama.cpp, moto, Chromium).
-test: lint chromium orthanc
+test: lint chromium orthanc realdata
 	$(BIN)/python -m pytest tests/unit tests/integration tests/system
 
 # The unit tier alone: a minute or two, for the edit-test loop.
@@ -86,6 +94,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/validation.py
 	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/real_dicom.py
 
 # The Airflow UI with the project's DAGs and plugins: `airflow standalone` on SQLite.
 airflow: .airflow/airflow.db
