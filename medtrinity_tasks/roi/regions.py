@@ -120,6 +120,7 @@ def describe_region(
     height, width = mask.shape
     orientation = row.get("patient_orientation")
     modality, region = image_modality(source, row)
+    within = None if organ == label else organ  # a region that outlines an organ is not placed within itself
     ys, xs = np.nonzero(mask)
     if bbox_xyxy is None:
         bbox_xyxy = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
@@ -131,7 +132,7 @@ def describe_region(
         "mask_rle": rle.encode(mask),
         "area_fraction": float(mask.sum()) / mask.size,
         "centroid_xy": list(centroid),
-        "location": describe_location(centroid, width, height, orientation, region, organ, frame),
+        "location": describe_location(centroid, width, height, orientation, region, within, frame),
         "image_location": image_location(centroid, width, height),
         "organ_location": organ_relative_location(mask, organs, orientation) if organs and xs.size else None,
         "origin": origin,
