@@ -22,6 +22,7 @@ class DicomSeriesSlicer(VolumeSlicer):
 
     name = "slice_dicom_series"
     version = "2"
+    batch_size = 4  # exports are mostly single-image objects, each a task's worth of Ray's overhead alone
     reads = (*VolumeSlicer.reads, "member_files")
     writes = (*VolumeSlicer.writes, "annotation_boxes")
 

@@ -39,22 +39,11 @@ class AnnotationRois(Stage):
 
     def describe(self, row: dict) -> dict:
         labels = label_slice(row)
-        pixels = decode_png(row["image"]["bytes"])
-        organ_values = {v: label.name for v, label in self.source.labels.items() if label.kind == "organ"}
         present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist()) - {0}
         anatomy = sorted({self.source.labels[v].organ or self.source.labels[v].name for v in present})
-        organs = organ_context(self.source, row, pixels)
-        frame = body_frame(self.source, row, pixels)
-        rois = []
-        for value in sorted(present):
-            if value not in self.roi_values:
-                continue
-            label = self.source.labels[value]
-            for mask in connected_regions(labels == value, MIN_ROI_PIXELS):
-                rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs, frame))
-        for box in row.get("annotation_boxes") or []:
-            label = self.source.label_named(box["label"])
-            rois.append(self.box_roi(row, label, box["bbox_xyxy"], pixels, organs, frame))
+        targets = sorted(present & self.roi_values)
+        boxes = row.get("annotation_boxes") or []
+        rois = self.regions(row, labels, targets, boxes) if targets or boxes else []  # no region: no pixel read
         rois.sort(key=lambda roi: -roi["area_fraction"])
         organ = next((roi["organ"] for roi in rois), image_modality(self.source, row)[1])
         named = [roi["label"] for roi in rois] + (row.get("image_labels") or [])
@@ -66,6 +55,22 @@ class AnnotationRois(Stage):
             diseases=sorted({d for d in map(self.disease_of, named) if d}),
             label_slice=None,  # now ROIs: no later stage needs the label map's 2 bytes per pixel
         )
+
+    def regions(self, row: dict, labels: np.ndarray, targets: list[int], boxes: list[dict]) -> list[dict]:
+        """The described ROIs of the label values ``targets`` (one per connected component) and of the boxes."""
+        pixels = decode_png(row["image"]["bytes"])
+        organ_values = {v: label.name for v, label in self.source.labels.items() if label.kind == "organ"}
+        organs = organ_context(self.source, row, pixels)
+        frame = body_frame(self.source, row, pixels)
+        rois = []
+        for value in targets:
+            label = self.source.labels[value]
+            for mask in connected_regions(labels == value, MIN_ROI_PIXELS):
+                rois.append(self.roi(row, label, mask, labels, pixels, organ_values, organs, frame))
+        for box in boxes:
+            label = self.source.label_named(box["label"])
+            rois.append(self.box_roi(row, label, box["bbox_xyxy"], pixels, organs, frame))
+        return rois
 
     def disease_of(self, label_name: str) -> str | None:
         return self.source.label_named(label_name).disease
