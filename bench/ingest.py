@@ -64,8 +64,8 @@ os.environ["MEDTRINITY_SAMPLES_DIR"] = str(SAMPLES)
 os.environ["MEDTRINITY_OUTPUT"] = str(OUTPUT)
 os.environ.setdefault("MEDTRINITY_DEID_SALT", "bench")
 os.environ.pop("MEDTRINITY_RUNNER", None)
-# No ROI expert: the sample's unlabelled cases are rejected at slicing (rejects, not slices), so both
-# sides do ingest work only. bench/roi.py measures the expert.
+# No ROI expert: the sample's unlabelled cases become image-level slices (the entries' `roi: optional`),
+# which the bare loop cuts too, so both sides do ingest work only. bench/roi.py measures the expert.
 (TMP / "no-experts.yaml").write_text("experts: []\n")
 os.environ["MEDTRINITY_EXPERTS"] = str(TMP / "no-experts.yaml")
 os.environ["MEDTRINITY_KNOWLEDGE_TOP_K"] = "0"  # no retrieval either: bench/retrieval.py measures it
@@ -89,6 +89,8 @@ for _name in (
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 
+import numpy as np
+
 from medtrinity_tasks.config import load_settings
 from medtrinity_tasks.preprocess.images import encode_png, window_to_uint8
 from medtrinity_tasks.preprocess.slicing import choose_slices, display_view
@@ -101,22 +103,26 @@ from medtrinity_tasks.sources.samples.ct import write_ct_abdomen
 from medtrinity_tasks.sources.samples.dicom import write_ct_dicom
 
 
-def bare_nifti(root: Path, roi_values: list[int], context: int, window) -> int:
-    """The per-slice work alone for the NIfTI source, single process. Returns the slice count."""
-    entries = json.loads((root / "dataset.json").read_text())["training"]
+def bare_nifti(root: Path, roi_values: list[int], context: int, window, unannotated: int) -> int:
+    """The per-slice work alone for the NIfTI source, single process: its labelled cases, and its unlabelled
+    ones with ``unannotated`` slices each. Returns the slice count."""
+    listing = json.loads((root / "dataset.json").read_text())
     slices = 0
-    for entry in entries:
+    for entry in [*listing["training"], *({"image": image} for image in listing["test"])]:
         image = read_nifti(root / entry["image"].removeprefix("./"))
-        labels = read_nifti(root / entry["label"].removeprefix("./"), labels=True)
-        for z in choose_slices(labels.data, roi_values, image.data, context):
+        if "label" in entry:
+            labels, kept = read_nifti(root / entry["label"].removeprefix("./"), labels=True).data, context
+        else:
+            labels, kept = np.zeros(image.data.shape, dtype=np.uint8), unannotated
+        for z in choose_slices(labels, roi_values, image.data, kept):
             encode_png(window_to_uint8(display_view(image.data[:, :, z]), window.center, window.width))
             slices += 1
     return slices
 
 
-def bare_dicom(root: Path, roi_values: list[int], context: int, window) -> int:
-    """The per-slice work alone for the DICOM source: decode, place the SEG, choose, encode."""
-    import numpy as np
+def bare_dicom(root: Path, roi_values: list[int], context: int, window, unannotated: int) -> int:
+    """The per-slice work alone for the DICOM source (every series annotated): decode, place the SEG, choose,
+    encode."""
     import pydicom
 
     slices = 0
@@ -175,7 +181,7 @@ def measure(half: str, settings) -> tuple[float, float]:
     bare_times, pipe_times = [], []
     for attempt in range(1, REPEATS + 1):
         started = time.perf_counter()
-        bare_slices = bare(root, roi_values, context, window)
+        bare_slices = bare(root, roi_values, context, window, settings.unannotated_slices)
         bare_times.append(time.perf_counter() - started)
         pipe_slices, seconds = pipeline(source_id, str(OUTPUT))
         pipe_times.append(seconds)

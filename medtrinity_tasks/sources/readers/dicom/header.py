@@ -253,13 +253,20 @@ def read_with_pixels(path: Path, limits: InputLimits):
 def scan_header(path: Path, limits: InputLimits) -> tuple[object | None, Reason | None]:
     """A file's allowed header elements, or the reason it cannot be used."""
     try:
-        size = path.stat().st_size
+        stat = path.stat()
     except OSError as exc:
         return None, Reason("file cannot be read", f"file cannot be read ({type(exc).__name__})")
     if not path.is_file():
         return None, Reason.of("not a regular file")
-    if size == 0:
+    if stat.st_size == 0:
         return None, Reason.of("zero-byte file")
+    return _scanned(path, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns), limits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scanned(path: Path, version: tuple, limits: InputLimits) -> tuple[object | None, Reason | None]:
+    """``scan_header``'s reading, once per version of a file (device, inode, size, modification time) in a
+    process: a run's plan and its shards in one process (``medtrinity run``) read each header once."""
     try:
         header = read_dataset(path, pixels=False, limits=limits)
     except InputRejected as reject:

@@ -14,7 +14,13 @@ import numpy as np
 
 from medtrinity_tasks.errors import InputRejected
 from medtrinity_tasks.sources.readers.dicom.geometry import frames_of
-from medtrinity_tasks.sources.readers.dicom.header import attribute, read_with_pixels, rejects_malformed
+from medtrinity_tasks.sources.readers.dicom.header import (
+    MALFORMED,
+    attribute,
+    floats,
+    read_with_pixels,
+    rejects_malformed,
+)
 from medtrinity_tasks.sources.readers.dicom.pixels import claimed_size, decode, monochrome1_top
 from medtrinity_tasks.sources.readers.limits import FLOAT32_BYTES, InputLimits
 
@@ -48,10 +54,17 @@ class PlanarImage:
 
 def has_patient_plane(header, path: Path) -> bool:
     """Whether every frame of a file lies on a plane in patient space (position, orientation and spacing), so
-    that its series can be stacked into a volume."""
+    that its series can be stacked into a volume. A single frame's three values are checked directly: every file
+    of a listing is asked."""
     try:
-        frames_of(header, path)
-    except InputRejected:
+        if int(attribute(header, "NumberOfFrames", 1) or 1) > 1 or attribute(
+            header, "PerFrameFunctionalGroupsSequence"
+        ):
+            frames_of(header, path)
+        else:
+            for keyword, count in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2)):
+                floats(header, keyword, count, path)
+    except (InputRejected, *MALFORMED):
         return False
     return True
 

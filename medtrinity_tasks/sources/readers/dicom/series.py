@@ -93,7 +93,7 @@ def scan(paths: list[Path], limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[
     series = []
     for uid, members in images.items():
         inputs = [
-            _series_of(uid, key, stack[0][1], stack[0][0], tuple(_sorted_paths(stack)))
+            _series_of(uid, key, stack[0][1], tuple(_sorted_paths(stack)), planar=not key)
             for key, stack in _inputs_of(uid, members)
         ]
         annotated = tuple(sorted(segs.get(uid, []))), tuple(sorted(rtstructs.get(uid, [])))
@@ -188,8 +188,8 @@ def _attach_annotations(annotations, images, rejects) -> tuple[dict[str, list[Pa
     return segs, rtstructs
 
 
-def _series_of(uid: str, key: str, header, path: Path, files, segs=(), rtstructs=()) -> DicomSeries:
-    """An input from the header of one of its files (``path``)."""
+def _series_of(uid: str, key: str, header, files, segs=(), rtstructs=(), *, planar: bool) -> DicomSeries:
+    """An input from the header of one of its files."""
     modality = str(attribute(header, "Modality", "") or "").strip().upper()
     body_part = str(attribute(header, "BodyPartExamined", "") or "").strip() or None
     return DicomSeries(
@@ -199,7 +199,7 @@ def _series_of(uid: str, key: str, header, path: Path, files, segs=(), rtstructs
         segs=segs,
         rtstructs=rtstructs,
         body_part=body_part,
-        planar=not uid or is_planar(header, path, modality),
+        planar=planar,
         key=key,
     )
 
@@ -272,7 +272,8 @@ def known_series(files: list[Path], annotations: list[Path], limits: InputLimits
             raise InputRejected(SERIES_CHANGED.kind, text=SERIES_CHANGED.text)
         (segs if sop_class in SEG_CLASSES else rtstructs).append(path)
     uid = str(attribute(header, "SeriesInstanceUID", "") or "")
-    return _series_of(uid, uid, header, files[0], tuple(files), tuple(segs), tuple(rtstructs))
+    planar = not uid or _is_planar(header, files[0])
+    return _series_of(uid, uid, header, tuple(files), tuple(segs), tuple(rtstructs), planar=planar)
 
 
 @rejects_malformed("image header")
