@@ -44,6 +44,16 @@ AWS_LEAKS = (
 """Variables that would make boto3 talk to somewhere other than the endpoint a test gives it."""
 
 
+def stop(process: subprocess.Popen, grace_s: float) -> None:
+    """Stop a server a test started: asked to end, then killed when it has not within ``grace_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (bound, read, released), for a server a test starts."""
     with socket.socket() as probe:
@@ -137,12 +147,7 @@ def moto_server(port: int, log: Path, env: dict):
         _wait_for_moto(proc, endpoint, log)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, grace_s=10)
 
 
 def _wait_for_moto(proc: subprocess.Popen, endpoint: str, log: Path) -> None:
@@ -230,12 +235,7 @@ def start_orthanc(folder: Path):
         _wait_for_orthanc(server, orthanc, log)
         yield orthanc
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server, grace_s=20)
 
 
 def _wait_for_orthanc(server: subprocess.Popen, orthanc: Orthanc, log: Path) -> None:
